@@ -1,0 +1,52 @@
+# Two commands for a fresh machine: `make run` and `make test`. Both go through `make setup`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.teachbox-setup
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast lint bench weights browser clean
+
+setup: $(STAMP) weights browser
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@$(BIN)/python -c "import torch, torchvision; from torchvision.ops import nms" 2>/dev/null || { \
+	  echo "torch and torchvision do not import as a pair (a CPU-only torch beside the registry's torchvision fails with 'operator torchvision::nms does not exist')."; \
+	  echo "Fix: $(BIN)/pip install --force-reinstall torch torchvision   (the registry's default builds, installed together)"; \
+	  exit 1; }
+	@touch $(STAMP)
+
+weights: $(STAMP)
+	$(BIN)/teachbox weights
+
+# Browser tests drive Debian's Chromium; install it when missing and we may (root or sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v /usr/bin/chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
+	  elif command -v sudo >/dev/null 2>&1; then (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
+	  else echo "Chromium is not installed; browser tests will be skipped (apt-get install chromium)."; fi; } || \
+	  echo "Could not install Chromium; browser tests will be skipped."
+
+run: setup
+	$(BIN)/teachbox serve --host $(HOST) --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+
+bench: setup
+	$(BIN)/python bench/bench_engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache artifacts

@@ -1,0 +1,83 @@
+"""Typed training events: one vocabulary for the training core, the job history, the SSE stream and the UI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+
+class Started(BaseModel):
+    type: Literal["started"] = "started"
+    mode: str
+    backbone: str
+    device: str
+    n_train: int
+    n_val: int
+    labels: list[str]
+    epochs: int
+    stages: list[str] = Field(description="The stages this run goes through, in order: embed, head, finetune, export.")
+
+
+class Progress(BaseModel):
+    """Progress within a stage: `done` of `total` units (images or batches), with an ETA in seconds."""
+
+    type: Literal["progress"] = "progress"
+    stage: str
+    epoch: int | None = None
+    done: int
+    total: int
+    eta_s: float | None = None
+
+
+class Epoch(BaseModel):
+    type: Literal["epoch"] = "epoch"
+    stage: str
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float
+
+
+class Log(BaseModel):
+    type: Literal["log"] = "log"
+    level: Literal["info", "warning"] = "info"
+    message: str
+
+
+class Done(BaseModel):
+    type: Literal["done"] = "done"
+    val_accuracy: float
+    train_seconds: float
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class Failed(BaseModel):
+    type: Literal["failed"] = "failed"
+    error: str
+
+
+class Cancelled(BaseModel):
+    type: Literal["cancelled"] = "cancelled"
+    message: str = "Training was cancelled."
+
+
+TrainingEvent = Annotated[
+    Started | Progress | Epoch | Log | Done | Failed | Cancelled, Field(discriminator="type")
+]
+TERMINAL_TYPES = frozenset({"done", "failed", "cancelled"})
+EventSink = Callable[[BaseModel], None]
+
+event_adapter: TypeAdapter[TrainingEvent] = TypeAdapter(TrainingEvent)
+
+
+def ignore_event(_event: BaseModel) -> None:
+    """An event sink that drops everything (the default when nobody listens)."""
+
+
+def parse_event(data: dict[str, Any]) -> BaseModel:
+    return event_adapter.validate_python(data)

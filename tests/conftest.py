@@ -1,0 +1,52 @@
+"""Fixtures shared by every test folder: the shared photo sets and small real image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED_DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent: the shared photo sets live beside the repository in ../shared/datasets")
+    return path
+
+
+@pytest.fixture(scope="session")
+def flowers() -> Path:
+    return shared_dataset("flowers-dev")
+
+
+@pytest.fixture(scope="session")
+def clothing() -> Path:
+    return shared_dataset("clothing-dev")
+
+
+def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), seed: int = 0, fmt: str = "JPEG") -> Path:
+    """A real image file: a flat colour with seeded noise, so that near-identical files still differ."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour, dtype=np.int16) + rng.integers(-25, 26, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, "RGB").save(path, fmt)
+    return path
+
+
+def make_colour_dataset(root: Path, per_class: int = 8, classes: dict[str, tuple[int, int, int]] | None = None) -> Path:
+    """A class-per-folder tree of small synthetic photos that a frozen backbone separates easily."""
+    classes = classes or {"red": (200, 30, 30), "blue": (30, 40, 200)}
+    for index, (name, colour) in enumerate(classes.items()):
+        for i in range(per_class):
+            write_image(root / name / f"{name}_{i:03d}.jpg", colour, seed=index * 1000 + i)
+    return root
+
+
+@pytest.fixture
+def colour_dataset(tmp_path: Path) -> Path:
+    return make_colour_dataset(tmp_path / "data")
