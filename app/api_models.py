@@ -1,0 +1,135 @@
+"""Request and response bodies of the REST API (training parameters are app.schemas.TrainParams)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from app.store import JobStatus
+
+MAX_CLASS_NAME = 64
+MAX_PROJECT_NAME = 100
+
+
+def _printable_name(value: str, what: str, longest: int) -> str:
+    name = value.strip()
+    if not 1 <= len(name) <= longest:
+        raise ValueError(f"A {what} name must be 1 to {longest} characters long.")
+    if not name.isprintable():
+        raise ValueError(f"A {what} name may only contain printable characters.")
+    return name
+
+
+def check_class_name(value: str) -> str:
+    """1-64 printable characters without slashes; surrounding spaces are dropped."""
+    name = _printable_name(value, "class", MAX_CLASS_NAME)
+    if "/" in name or "\\" in name:
+        raise ValueError("A class name may not contain slashes.")
+    return name
+
+
+def check_project_name(value: str) -> str:
+    return _printable_name(value, "project", MAX_PROJECT_NAME)
+
+
+ClassName = Annotated[str, AfterValidator(check_class_name)]
+ProjectName = Annotated[str, AfterValidator(check_project_name)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProjectIn(_Request):
+    name: ProjectName = Field(description="1 to 100 printable characters.")
+
+
+class ClassIn(_Request):
+    name: ClassName = Field(description="1 to 64 printable characters without slashes, unique within the project.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ClassOut(BaseModel):
+    id: str
+    name: str
+    image_count: int = 0
+
+
+class ProjectOut(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+    class_count: int = 0
+    image_count: int = 0
+
+
+class ImageOut(BaseModel):
+    id: str
+    class_id: str
+    filename: str = Field(description="The uploaded name, cleaned of paths and control characters; metadata only.")
+    width: int
+    height: int
+    size_bytes: int
+    created_at: datetime
+    url: str
+    thumbnail_url: str
+
+
+class AddedImage(BaseModel):
+    id: str
+    filename: str
+    class_id: str
+    thumbnail_url: str
+
+
+class RejectedFile(BaseModel):
+    filename: str
+    reason: str
+
+
+class UploadResult(BaseModel):
+    added: list[AddedImage] = Field(default_factory=list)
+    rejected: list[RejectedFile] = Field(default_factory=list)
+
+
+class JobCreated(BaseModel):
+    id: str
+    status: JobStatus
+
+
+class JobOut(BaseModel):
+    id: str
+    project_id: str
+    status: JobStatus
+    params: dict[str, Any] = Field(description="The training parameters as used, defaults filled in.")
+    metrics: dict[str, Any] | None = Field(description="What the done event carried: accuracy, per-class results, confusion matrix.")
+    error: str | None
+    labels: list[str]
+    image_count: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    events_url: str
+    model_url: str | None = Field(description="Where to download the model zip, once the job succeeded.")
+
+
+class ProjectDetail(ProjectOut):
+    classes: list[ClassOut]
+    active_job: JobOut | None = Field(description="The job queued or running for this project, if any.")
+    model_job_id: str | None = Field(description="The latest succeeded job, whose model predict uses.")
+    pending_embeddings: int = Field(description="Uploaded images whose features are still being computed in the background.")
+
+
+class Prediction(BaseModel):
+    label: str
+    probability: float
+
+
+class PredictResult(BaseModel):
+    predictions: list[Prediction] = Field(description="Every class, most likely first.")
+    job_id: str

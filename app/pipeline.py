@@ -1,0 +1,59 @@
+"""Training to a model zip, with exactly one terminal event: what the CLI and the web worker both run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from app.dataset import Dataset
+from app.embeddings import Embedder
+from app.errors import TeachboxError, TrainingCancelled
+from app.events import Cancelled, Done, EventSink, Failed, Progress, ignore_event
+from app.export import export_model_zip
+from app.images import DEFAULT_MAX_PIXELS
+from app.schemas import TrainParams
+from app.training import StopCheck, fit, never_stop
+
+# Metrics that belong in the terminal event; the full history is already in the epoch events.
+SUMMARY_KEYS = ("val_accuracy", "per_class", "confusion_matrix", "labels", "misclassified", "n_train", "n_val",
+                "epochs_run", "train_seconds", "export_seconds", "device", "history", "skipped", "parity")
+
+
+def train_to_zip(
+    dataset: Dataset,
+    params: TrainParams,
+    out_path: Path,
+    *,
+    embedder: Embedder,
+    on_event: EventSink = ignore_event,
+    should_stop: StopCheck = never_stop,
+    device: str = "auto",
+    weights_path: Path | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> dict[str, Any]:
+    """Train, export and verify; emit Done, Failed or Cancelled last; return the zip's metadata."""
+    try:
+        result = fit(dataset, params, embedder=embedder, on_event=on_event, should_stop=should_stop,
+                     device=device, weights_path=weights_path, max_pixels=max_pixels)
+        if should_stop():
+            raise TrainingCancelled
+        on_event(Progress(stage="export", done=0, total=1))
+        tick = time.perf_counter()
+        result.metrics["parity"] = None
+        metadata = export_model_zip(result, out_path, max_pixels=max_pixels)
+        metadata["metrics"]["export_seconds"] = round(time.perf_counter() - tick, 3)
+        metadata["metrics"]["parity"] = metadata["parity"]
+        on_event(Progress(stage="export", done=1, total=1))
+    except TrainingCancelled:
+        on_event(Cancelled())
+        raise
+    except TeachboxError as exc:
+        on_event(Failed(error=exc.message))
+        raise
+    except Exception as exc:
+        on_event(Failed(error=f"Training failed unexpectedly: {exc!r}. Check the server log; try again or report it."))
+        raise
+    summary = {key: metadata["metrics"].get(key) for key in SUMMARY_KEYS}
+    on_event(Done(val_accuracy=result.metrics["val_accuracy"], train_seconds=result.train_seconds, metrics=summary))
+    return metadata
