@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     max_import_mb: float = Field(1000.0, gt=0, description="Largest total uncompressed size of an imported zip, in megabytes.")
     max_import_files: int = Field(20_000, ge=1, description="Most entries in an imported zip.")
     upload_timeout_s: float = Field(60.0, gt=0, description="Seconds an upload may stall before the server gives up on it.")
+    max_import_ratio: float = Field(100.0, gt=1, description="Largest ratio of uncompressed to compressed size of an imported zip; more is refused as a zip bomb.")
+    sse_heartbeat_s: float = Field(15.0, gt=0, description="Seconds between heartbeat comments on an idle job event stream.")
+    embed_on_upload: bool = Field(True, description="Compute the features of uploaded images in the background, so that a transfer-mode job only trains the head.")
+    warm_models: int = Field(4, ge=1, description="How many trained models predict keeps loaded in memory.")
+    shutdown_timeout_s: float = Field(10.0, gt=0, description="Seconds a shutdown waits for open requests and the running job before stopping them.")
 
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from pydantic.fields import FieldInfo
 
 from app.backbones import BACKBONES, DEFAULT_BACKBONE
+from app.dataset import MIN_IMAGES_PER_CLASS
 from app.schemas import DEFAULT_EPOCHS, MODE_HELP, Mode, TrainParams
 
 router = APIRouter(include_in_schema=False)
@@ -21,6 +22,11 @@ ADVANCED_FIELDS = ("epochs", "batch_size", "learning_rate", "unfreeze_blocks", "
 LABELS = {"unfreeze_blocks": "Blocks to unfreeze"}
 MODE_TITLES = {Mode.TRANSFER: "Transfer learning", Mode.FINETUNE: "Fine-tuning"}
 FINETUNE_ONLY = frozenset({"unfreeze_blocks"})
+BACKBONE_TITLES = {
+    "mobilenet_v2": "MobileNetV2 (default)",
+    "mobilenet_v3_large": "MobileNetV3 Large",
+    "mobilenet_v3_small": "MobileNetV3 Small (fastest)",
+}
 
 
 @dataclass(frozen=True)
@@ -33,31 +39,49 @@ class FieldView:
     kind: str
     default: Any
     minimum: float | None = None
+    above: float | None = None
     maximum: float | None = None
     step: str = "1"
-    options: tuple[str, ...] = ()
+    options: tuple[tuple[str, str], ...] = ()
     finetune_only: bool = False
 
 
-def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
-    minimum = maximum = None
+def _bounds(info: FieldInfo) -> dict[str, float]:
+    """The field's range as `minimum` (inclusive), `above` (exclusive) and `maximum` (inclusive)."""
+    bounds = {}
     for rule in info.metadata:
-        if isinstance(rule, Ge | Gt):
-            minimum = rule.ge if isinstance(rule, Ge) else None
+        if isinstance(rule, Ge):
+            bounds["minimum"] = rule.ge
+        elif isinstance(rule, Gt):
+            bounds["above"] = rule.gt
         elif isinstance(rule, Le):
-            maximum = rule.le
-    return minimum, maximum
+            bounds["maximum"] = rule.le
+    return bounds
 
 
 def _field_view(name: str, info: FieldInfo) -> FieldView:
     label = LABELS.get(name, name.replace("_", " ").capitalize())
-    common = {"name": name, "label": label, "help": info.description or "", "finetune_only": name in FINETUNE_ONLY}
+    common = {
+        "name": name,
+        "label": label,
+        "help": info.description or "",
+        "finetune_only": name in FINETUNE_ONLY,
+    }
     if name == "backbone":
-        return FieldView(kind="select", default=DEFAULT_BACKBONE, options=tuple(BACKBONES), **common)
-    minimum, maximum = _bounds(info)
+        return FieldView(
+            kind="select",
+            default=DEFAULT_BACKBONE,
+            options=tuple((name, BACKBONE_TITLES.get(name, name)) for name in BACKBONES),
+            **common,
+        )
     is_float = info.annotation is float
-    default = {"epochs": DEFAULT_EPOCHS[Mode.TRANSFER], "unfreeze_blocks": BACKBONES[DEFAULT_BACKBONE].default_unfreeze_blocks}.get(name, info.default)
-    return FieldView(kind="number", default=default, minimum=minimum, maximum=maximum, step="any" if is_float else "1", **common)
+    default = {
+        "epochs": DEFAULT_EPOCHS[Mode.TRANSFER],
+        "unfreeze_blocks": BACKBONES[DEFAULT_BACKBONE].default_unfreeze_blocks,
+    }.get(name, info.default)
+    return FieldView(
+        kind="number", default=default, step="any" if is_float else "1", **_bounds(info), **common
+    )
 
 
 @cache
@@ -71,12 +95,18 @@ def page_config() -> dict[str, Any]:
     defaults = {field.name: field.default for field in advanced_fields()}
     return {
         "defaults": {mode.value: {**defaults, "epochs": DEFAULT_EPOCHS[mode]} for mode in Mode},
-        "unfreeze": {name: {"default": spec.default_unfreeze_blocks, "max": len(spec.block_names)} for name, spec in BACKBONES.items()},
+        "minImages": MIN_IMAGES_PER_CLASS,
+        "unfreeze": {
+            name: {"default": spec.default_unfreeze_blocks, "max": len(spec.block_names)}
+            for name, spec in BACKBONES.items()
+        },
     }
 
 
 def _modes() -> list[dict[str, str]]:
-    return [{"value": mode.value, "title": MODE_TITLES[mode], "help": MODE_HELP[mode]} for mode in Mode]
+    return [
+        {"value": mode.value, "title": MODE_TITLES[mode], "help": MODE_HELP[mode]} for mode in Mode
+    ]
 
 
 @router.get("/", response_class=HTMLResponse)
