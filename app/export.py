@@ -6,6 +6,8 @@ What `teachbox evaluate` and the web preview run is the exported `model.onnx` it
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import os
 import tempfile
@@ -23,6 +25,7 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from app.backbones import build_backbone, get_spec
 from app.dataset import scan_folder
@@ -115,6 +118,21 @@ def build_metadata(result: TrainResult, parity: dict[str, Any]) -> dict[str, Any
     }
 
 
+def fused_for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy with each BatchNorm folded into the convolution before it, in channels_last.
+
+    The same fp32 function (differences around 1e-6), computed about three times faster on CPU.
+    """
+    fused = copy.deepcopy(model).eval()
+    for sequence in [m for m in fused.modules() if isinstance(m, torch.nn.Sequential)]:
+        children = list(sequence.named_children())
+        for (conv_name, conv), (bn_name, bn) in itertools.pairwise(children):
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                setattr(sequence, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(sequence, bn_name, torch.nn.Identity())
+    return fused.to(memory_format=torch.channels_last)
+
+
 def check_parity(model: Classifier, onnx_path: Path, paths: list[Path], prep: Preprocessing, max_pixels: int) -> dict[str, Any]:
     """Run the validation images through PyTorch and ONNX Runtime; they must agree on every top-1."""
     def prepare(path: Path) -> np.ndarray | None:
@@ -130,13 +148,12 @@ def check_parity(model: Classifier, onnx_path: Path, paths: list[Path], prep: Pr
     batch = np.stack(inputs)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_probs = np.concatenate([session.run(None, {"input": batch[i : i + 64]})[0] for i in range(0, len(batch), 64)])
-    reference = model.to(memory_format=torch.channels_last)  # same fp32 arithmetic, about twice as fast on CPU
+    reference = fused_for_inference(model)
     with torch.inference_mode():
         torch_probs = torch.cat([
             reference(torch.from_numpy(batch[i : i + 64]).contiguous(memory_format=torch.channels_last))
             for i in range(0, len(batch), 64)
         ]).numpy()
-    model.to(memory_format=torch.contiguous_format)
     diff = float(np.abs(onnx_probs - torch_probs).max())
     agree = bool((onnx_probs.argmax(1) == torch_probs.argmax(1)).all())
     return {"images": len(batch), "top1_agree": agree, "max_abs_diff": diff, "tolerance": PARITY_PROB_TOLERANCE,
@@ -169,7 +186,9 @@ def export_model_zip(result: TrainResult, out_path: Path, max_pixels: int = DEFA
         partial = folder / "model.zip"
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             for name in ZIP_MEMBERS:
-                archive.write(folder / name, name)
+                # Float weights barely compress; storing them saves a second per export.
+                binary = name.endswith((".onnx", ".safetensors"))
+                archive.write(folder / name, name, compress_type=zipfile.ZIP_STORED if binary else zipfile.ZIP_DEFLATED)
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())
         partial.replace(out_path)

@@ -82,7 +82,7 @@ def test_predict_py_runs_as_shipped(trained_zip: tuple[Path, dict], session_colo
 
 def test_safetensors_reload_predicts_like_onnx(trained_zip: tuple[Path, dict], session_colours: Path) -> None:
     path, _ = trained_zip
-    model, metadata = load_classifier(path)
+    model, _ = load_classifier(path)
     classifier = OnnxClassifier.from_zip(path)
     images = sorted(session_colours.glob("*/*.jpg"))[:6]
     batch = np.stack([model_input(p, classifier.preprocessing) for p in images])
