@@ -201,16 +201,22 @@ class EmbedResult:
         return np.stack([self.vectors[p] for p in paths]) if paths else np.zeros((0, 0), dtype=np.float32)
 
 
-def _read_and_hash(path: Path) -> tuple[bytes, str]:
-    data = path.read_bytes()
-    return data, content_hash(data)
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks so that large projects never sit in memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def _prepare(data: bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray | str:
+def _prepare(path: Path, prep: Preprocessing, max_pixels: int) -> np.ndarray | str:
     try:
-        return model_input(data, prep, max_pixels=max_pixels, fast=True)
+        return model_input(path.read_bytes(), prep, max_pixels=max_pixels, fast=True)
     except ImageRejected as exc:
         return exc.reason
+    except OSError as exc:
+        return f"The file could not be read ({exc.strerror or exc})."
 
 
 @dataclass
@@ -241,14 +247,12 @@ class Embedder:
         prep = get_spec(self.backbone).preprocessing
         result = EmbedResult(vectors={})
         with ThreadPoolExecutor(self.workers, thread_name_prefix="embed") as pool:
-            loaded = list(pool.map(_read_and_hash, paths))
-            keys = [EmbeddingCache.key(self.backbone, digest) for _, digest in loaded]
+            keys = [EmbeddingCache.key(self.backbone, digest) for digest in pool.map(file_hash, paths)]
             cached = self.cache.get_many(sorted(set(keys)))
-            todo = [(p, data, key) for p, (data, _), key in zip(paths, loaded, keys, strict=True) if key not in cached]
+            todo = [(path, key) for path, key in zip(paths, keys, strict=True) if key not in cached]
             for path, key in zip(paths, keys, strict=True):
                 if key in cached:
                     result.vectors[path] = cached[key]
-            del loaded
             total = len(todo)
             if on_progress:
                 on_progress(0, total)
@@ -257,15 +261,23 @@ class Embedder:
         result.seconds = time.perf_counter() - started
         return result
 
-    def _embed_missing(self, pool, todo, prep, result, on_progress, should_stop) -> None:
+    def _embed_missing(
+        self,
+        pool: ThreadPoolExecutor,
+        todo: list[tuple[Path, str]],
+        prep: Preprocessing,
+        result: EmbedResult,
+        on_progress: ProgressCallback | None,
+        should_stop: Callable[[], bool],
+    ) -> None:
+        """Decode at most two batches ahead of inference, so memory stays flat however large the project."""
         window: deque[tuple[list[tuple[Path, str]], list[Future]]] = deque()
         batches = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
         done = 0
         for index in range(len(batches) + 2):
             if index < len(batches):
                 batch = batches[index]
-                window.append(([(p, k) for p, _, k in batch], [pool.submit(_prepare, d, prep, self.max_pixels) for _, d, _ in batch]))
-                batches[index] = []  # drop the raw bytes as soon as they are queued
+                window.append((batch, [pool.submit(_prepare, path, prep, self.max_pixels) for path, _ in batch]))
             if len(window) > 2 or (index >= len(batches) and window):
                 if should_stop():
                     for _, futures in window:
