@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.store import JobStatus
+from app.store import ImageClass, Job, JobStatus, Project, StoredImage
 
 MAX_CLASS_NAME = 64
 MAX_PROJECT_NAME = 100
+
+
+def _time(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
+
+
+def image_url(image: StoredImage) -> str:
+    return f"/api/projects/{image.project_id}/images/{image.id}"
 
 
 def _printable_name(value: str, what: str, longest: int) -> str:
@@ -47,7 +55,9 @@ class ProjectIn(_Request):
 
 
 class ClassIn(_Request):
-    name: ClassName = Field(description="1 to 64 printable characters without slashes, unique within the project.")
+    name: ClassName = Field(
+        description="1 to 64 printable characters without slashes, unique within the project."
+    )
 
 
 class Health(BaseModel):
@@ -59,6 +69,10 @@ class ClassOut(BaseModel):
     name: str
     image_count: int = 0
 
+    @classmethod
+    def of(cls, image_class: ImageClass) -> ClassOut:
+        return cls(id=image_class.id, name=image_class.name, image_count=image_class.image_count)
+
 
 class ProjectOut(BaseModel):
     id: str
@@ -67,11 +81,23 @@ class ProjectOut(BaseModel):
     class_count: int = 0
     image_count: int = 0
 
+    @classmethod
+    def of(cls, project: Project) -> ProjectOut:
+        return cls(
+            id=project.id,
+            name=project.name,
+            created_at=_time(project.created_at),
+            class_count=project.class_count,
+            image_count=project.image_count,
+        )
+
 
 class ImageOut(BaseModel):
     id: str
     class_id: str
-    filename: str = Field(description="The uploaded name, cleaned of paths and control characters; metadata only.")
+    filename: str = Field(
+        description="The uploaded name, cleaned of paths and control characters; metadata only."
+    )
     width: int
     height: int
     size_bytes: int
@@ -79,12 +105,35 @@ class ImageOut(BaseModel):
     url: str
     thumbnail_url: str
 
+    @classmethod
+    def of(cls, image: StoredImage) -> ImageOut:
+        return cls(
+            id=image.id,
+            class_id=image.class_id,
+            filename=image.filename,
+            width=image.width,
+            height=image.height,
+            size_bytes=image.size_bytes,
+            created_at=_time(image.created_at),
+            url=image_url(image),
+            thumbnail_url=image_url(image) + "/thumbnail",
+        )
+
 
 class AddedImage(BaseModel):
     id: str
     filename: str
     class_id: str
     thumbnail_url: str
+
+    @classmethod
+    def of(cls, image: StoredImage) -> AddedImage:
+        return cls(
+            id=image.id,
+            filename=image.filename,
+            class_id=image.class_id,
+            thumbnail_url=image_url(image) + "/thumbnail",
+        )
 
 
 class RejectedFile(BaseModel):
@@ -106,8 +155,12 @@ class JobOut(BaseModel):
     id: str
     project_id: str
     status: JobStatus
-    params: dict[str, Any] = Field(description="The training parameters as used, defaults filled in.")
-    metrics: dict[str, Any] | None = Field(description="What the done event carried: accuracy, per-class results, confusion matrix.")
+    params: dict[str, Any] = Field(
+        description="The training parameters as used, defaults filled in."
+    )
+    metrics: dict[str, Any] | None = Field(
+        description="What the done event carried: accuracy, per-class results, confusion matrix."
+    )
     error: str | None
     labels: list[str]
     image_count: int
@@ -115,14 +168,41 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     events_url: str
-    model_url: str | None = Field(description="Where to download the model zip, once the job succeeded.")
+    model_url: str | None = Field(
+        description="Where to download the model zip, once the job succeeded."
+    )
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        succeeded = job.status is JobStatus.SUCCEEDED
+        return cls(
+            id=job.id,
+            project_id=job.project_id,
+            status=job.status,
+            params=job.params.resolved(),
+            metrics=job.metrics,
+            error=job.error,
+            labels=job.labels,
+            image_count=job.image_count,
+            created_at=_time(job.created_at),
+            started_at=_time(job.started_at),
+            finished_at=_time(job.finished_at),
+            events_url=f"/api/jobs/{job.id}/events",
+            model_url=f"/api/jobs/{job.id}/model" if succeeded else None,
+        )
 
 
 class ProjectDetail(ProjectOut):
     classes: list[ClassOut]
-    active_job: JobOut | None = Field(description="The job queued or running for this project, if any.")
-    model_job_id: str | None = Field(description="The latest succeeded job, whose model predict uses.")
-    pending_embeddings: int = Field(description="Uploaded images whose features are still being computed in the background.")
+    active_job: JobOut | None = Field(
+        description="The job queued or running for this project, if any."
+    )
+    model_job_id: str | None = Field(
+        description="The latest succeeded job, whose model predict uses."
+    )
+    pending_embeddings: int = Field(
+        description="Uploaded images whose features are still being computed in the background."
+    )
 
 
 class Prediction(BaseModel):

@@ -74,6 +74,9 @@ def add_param_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = 
             continue
         flag = _FLAG_OVERRIDES.get(name, "--" + name.replace("_", "-"))
         annotation = field.annotation
+        if annotation is bool:
+            parser.add_argument(flag, dest=name, action="store_true", default=None, help=field.description)
+            continue
         kind = float if annotation in (float, float | None) else int if annotation in (int, int | None) else str
         suffix = "" if field.default is None else f" (default: {field.default})"
         choices = list(BACKBONES) if name == "backbone" else None

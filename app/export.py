@@ -32,11 +32,13 @@ from app.dataset import scan_folder
 from app.embeddings import export_onnx
 from app.errors import ImageRejected, TeachboxError
 from app.images import DEFAULT_MAX_PIXELS, Preprocessing, decode_image, model_input
+from app.quantize import compare_models, quantize_model
 from app.schemas import TrainParams
 from app.training import Classifier, TrainResult, classification_metrics, make_head
 
 PARITY_PROB_TOLERANCE = 1e-4
 PARITY_IMAGE_LIMIT = 256
+INT8_MEMBER = "model.int8.onnx"
 ZIP_MEMBERS = ("model.onnx", "model.safetensors", "labels.txt", "metadata.json", "README.md", "predict.py")
 _PACKAGES = ("teachbox", "torch", "torchvision", "onnx", "onnxruntime", "pillow", "numpy", "safetensors")
 
@@ -172,8 +174,16 @@ def export_model_zip(result: TrainResult, out_path: Path, max_pixels: int = DEFA
         parity = check_parity(model, folder / "model.onnx", result.val_paths, prep, max_pixels)
         if not parity["passed"]:
             raise TeachboxError(f"The exported model disagrees with PyTorch ({parity}). Train again, or report this as a bug.", 500)
+        members = list(ZIP_MEMBERS)
+        int8_report = None
+        if result.params.int8:
+            quantize_model(folder / "model.onnx", folder / INT8_MEMBER, result.train_paths, prep, max_pixels)
+            int8_report = compare_models(folder / "model.onnx", folder / INT8_MEMBER, result.val_paths, result.val_labels, prep, max_pixels)
+            members.append(INT8_MEMBER)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
         metadata = build_metadata(result, parity)
+        if int8_report is not None:
+            metadata["int8"] = int8_report
         texts = {
             "labels.txt": "\n".join(result.labels) + "\n",
             "metadata.json": json.dumps(metadata, indent=2),
@@ -185,7 +195,7 @@ def export_model_zip(result: TrainResult, out_path: Path, max_pixels: int = DEFA
             (folder / name).write_text(text, encoding="utf-8")
         partial = folder / "model.zip"
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name in ZIP_MEMBERS:
+            for name in members:
                 # Float weights barely compress; storing them saves a second per export.
                 binary = name.endswith((".onnx", ".safetensors"))
                 archive.write(folder / name, name, compress_type=zipfile.ZIP_STORED if binary else zipfile.ZIP_DEFLATED)

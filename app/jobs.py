@@ -119,7 +119,10 @@ class WarmModels:
                 return self._models[job.id]
         path = self._store.model_path(job)
         if not path.is_file():
-            raise TeachboxError(f"The model file of job {job.id} is missing from the data folder. Train the project again.", 409)
+            raise TeachboxError(
+                f"The model file of job {job.id} is missing from the data folder. Train the project again.",
+                409,
+            )
         model = OnnxClassifier.from_zip(path)
         with self._lock:
             self._models[job.id] = model
@@ -166,10 +169,18 @@ class _Outcome:
 
 def _outcome(terminal: BaseModel, shutting_down: bool) -> _Outcome:
     if isinstance(terminal, Done):
-        metrics = {**terminal.metrics, "val_accuracy": terminal.val_accuracy, "train_seconds": terminal.train_seconds}
+        metrics = {
+            "val_accuracy": terminal.val_accuracy,
+            "train_seconds": terminal.train_seconds,
+            **terminal.metrics,
+        }
         return _Outcome(JobStatus.SUCCEEDED, terminal, metrics=metrics)
     if isinstance(terminal, Cancelled) and shutting_down:
-        return _Outcome(JobStatus.INTERRUPTED, Failed(error=INTERRUPTED_BY_SHUTDOWN), error=INTERRUPTED_BY_SHUTDOWN)
+        return _Outcome(
+            JobStatus.INTERRUPTED,
+            Failed(error=INTERRUPTED_BY_SHUTDOWN),
+            error=INTERRUPTED_BY_SHUTDOWN,
+        )
     if isinstance(terminal, Cancelled):
         return _Outcome(JobStatus.CANCELLED, terminal)
     error = terminal.error if isinstance(terminal, Failed) else str(terminal)
@@ -189,7 +200,9 @@ class InProcessRunner:
         self._pending: Counter[str] = Counter()
         self._embedders: dict[str, Embedder] = {}
         self._shutting_down = threading.Event()
-        self._thread = threading.Thread(target=self._work, name=f"teachbox-worker-{settings.device}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._work, name=f"teachbox-worker-{settings.device}", daemon=True
+        )
 
     # The JobRunner protocol
 
@@ -232,7 +245,11 @@ class InProcessRunner:
         backbone = self._backbone_for(project_id)
         cache = self._embedder(backbone).cache
         cached = cache.get_many([EmbeddingCache.key(backbone, image.sha256) for image in images])
-        paths = [self._store.image_path(im) for im in images if EmbeddingCache.key(backbone, im.sha256) not in cached]
+        paths = [
+            self._store.image_path(im)
+            for im in images
+            if EmbeddingCache.key(backbone, im.sha256) not in cached
+        ]
         if not paths:
             return
         with self._lock:
@@ -263,7 +280,12 @@ class InProcessRunner:
             if backbone not in self._embedders:
                 s = self._settings
                 self._embedders[backbone] = make_embedder(
-                    backbone, s.resolved_cache_dir(), s.device, s.feature_engine, s.weights, s.max_pixels
+                    backbone,
+                    s.resolved_cache_dir(),
+                    s.device,
+                    s.feature_engine,
+                    s.weights,
+                    s.max_pixels,
                 )
             return self._embedders[backbone]
 
@@ -280,7 +302,9 @@ class InProcessRunner:
             self._embedder(backbone).embed(chunk, should_stop=self._should_yield)
         except TrainingCancelled:  # a job is waiting: let it run, then come back to these
             chunk, rest = [], paths
-        except Exception as exc:  # a deleted project, missing weights: the job will say so if it matters
+        except (
+            Exception
+        ) as exc:  # a deleted project, missing weights: the job will say so if it matters
             logger.warning("Background embedding for project %s stopped: %r", project_id, exc)
             chunk, rest = paths, []
         if self._shutting_down.is_set():
@@ -316,10 +340,22 @@ class InProcessRunner:
 
         s = self._settings
         try:
-            dataset = from_items(self._store.job_items(job), job.labels, val_fraction=job.params.val_split, seed=job.params.seed)
+            dataset = from_items(
+                self._store.job_items(job),
+                job.labels,
+                val_fraction=job.params.val_split,
+                seed=job.params.seed,
+            )
             train_to_zip(
-                dataset, job.params, self._store.model_path(job), embedder=self._embedder(job.params.backbone),
-                on_event=on_event, should_stop=stop.is_set, device=s.device, weights_path=s.weights, max_pixels=s.max_pixels,
+                dataset,
+                job.params,
+                self._store.model_path(job),
+                embedder=self._embedder(job.params.backbone),
+                on_event=on_event,
+                should_stop=stop.is_set,
+                device=s.device,
+                weights_path=s.weights,
+                max_pixels=s.max_pixels,
             )
         except TrainingCancelled:
             pass
@@ -327,7 +363,11 @@ class InProcessRunner:
             terminal.append(Failed(error=exc.message))
         except Exception as exc:
             logger.exception("Job %s failed", job.id)
-            terminal.append(Failed(error=f"Training failed unexpectedly ({exc!r}). Check the server log, then try again."))
+            terminal.append(
+                Failed(
+                    error=f"Training failed unexpectedly ({exc!r}). Check the server log, then try again."
+                )
+            )
         return terminal[0] if terminal else Cancelled()
 
     def _finish(self, job: Job, terminal: BaseModel) -> None:

@@ -17,7 +17,7 @@ from app.training import StopCheck, fit, never_stop
 
 # Metrics that belong in the terminal event; the full history is already in the epoch events.
 SUMMARY_KEYS = ("val_accuracy", "per_class", "confusion_matrix", "labels", "misclassified", "n_train", "n_val",
-                "epochs_run", "train_seconds", "export_seconds", "device", "history", "skipped", "parity")
+                "epochs_run", "train_seconds", "export_seconds", "device", "history", "skipped", "parity", "int8")
 
 
 def train_to_zip(
@@ -44,6 +44,7 @@ def train_to_zip(
         metadata = export_model_zip(result, out_path, max_pixels=max_pixels)
         metadata["metrics"]["export_seconds"] = round(time.perf_counter() - tick, 3)
         metadata["metrics"]["parity"] = metadata["parity"]
+        metadata["metrics"]["int8"] = metadata.get("int8")
         on_event(Progress(stage="export", done=1, total=1))
     except TrainingCancelled:
         on_event(Cancelled())

@@ -173,7 +173,9 @@ def jpeg_bytes(image: Image.Image, quality: int) -> bytes:
 
 def _upright_size(header: Image.Image) -> tuple[int, int]:
     orientation = header.getexif().get(0x0112, 1)
-    return (header.height, header.width) if orientation in _TRANSPOSING_ORIENTATIONS else header.size
+    return (
+        (header.height, header.width) if orientation in _TRANSPOSING_ORIENTATIONS else header.size
+    )
 
 
 def prepare_image(data: bytes, max_pixels: int) -> PreparedImage:
@@ -183,7 +185,9 @@ def prepare_image(data: bytes, max_pixels: int) -> PreparedImage:
     width, height = _upright_size(header)
     image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
     thumbnail = jpeg_bytes(image, THUMBNAIL_QUALITY)
-    return PreparedImage(data, SUFFIXES[str(header.format)], width, height, content_hash(data), thumbnail)
+    return PreparedImage(
+        data, SUFFIXES[str(header.format)], width, height, content_hash(data), thumbnail
+    )
 
 
 def reencode(path: Path, max_pixels: int) -> bytes:
@@ -204,7 +208,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     except OSError as exc:
         partial.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
-            raise TeachboxError("The server's disk is full. Free some space or delete old projects, then try again.", 507) from None
+            raise TeachboxError(
+                "The server's disk is full. Free some space or delete old projects, then try again.",
+                507,
+            ) from None
         raise
 
 
@@ -242,7 +249,9 @@ _CLASS_QUERY = """
 SELECT c.id, c.project_id, c.name, c.created_at,
        (SELECT COUNT(*) FROM images i WHERE i.class_id = c.id) AS image_count
 FROM classes c"""
-_IMAGE_COLUMNS = "id, project_id, class_id, filename, stored_name, sha256, width, height, size_bytes, created_at"
+_IMAGE_COLUMNS = (
+    "id, project_id, class_id, filename, stored_name, sha256, width, height, size_bytes, created_at"
+)
 
 
 class Store:
@@ -309,7 +318,10 @@ class Store:
     def create_project(self, name: str) -> Project:
         project = Project(new_id(), name, time.time())
         with self._db(write=True) as db:
-            db.execute("INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)", (project.id, name, project.created_at))
+            db.execute(
+                "INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)",
+                (project.id, name, project.created_at),
+            )
         return project
 
     def list_projects(self) -> list[Project]:
@@ -354,7 +366,9 @@ class Store:
     def class_named(self, project_id: str, name: str) -> ImageClass:
         """The project's class with this name, created when there is none (for imports)."""
         with self._db(write=True) as db:
-            row = db.execute(_CLASS_QUERY + " WHERE c.project_id = ? AND c.name = ?", (project_id, name)).fetchone()
+            row = db.execute(
+                _CLASS_QUERY + " WHERE c.project_id = ? AND c.name = ?", (project_id, name)
+            ).fetchone()
             if row:
                 return ImageClass(**dict(row))
             image_class = ImageClass(new_id(), project_id, name, time.time())
@@ -363,14 +377,19 @@ class Store:
 
     def list_classes(self, project_id: str) -> list[ImageClass]:
         with self._db() as db:
-            rows = db.execute(_CLASS_QUERY + " WHERE c.project_id = ? ORDER BY c.created_at, c.rowid", (project_id,)).fetchall()
+            rows = db.execute(
+                _CLASS_QUERY + " WHERE c.project_id = ? ORDER BY c.created_at, c.rowid",
+                (project_id,),
+            ).fetchall()
         return [ImageClass(**dict(row)) for row in rows]
 
     def get_class(self, project_id: str, class_id: str) -> ImageClass | None:
         if not is_id(class_id):
             return None
         with self._db() as db:
-            row = db.execute(_CLASS_QUERY + " WHERE c.project_id = ? AND c.id = ?", (project_id, class_id)).fetchone()
+            row = db.execute(
+                _CLASS_QUERY + " WHERE c.project_id = ? AND c.id = ?", (project_id, class_id)
+            ).fetchone()
         return ImageClass(**dict(row)) if row else None
 
     def rename_class(self, image_class: ImageClass, name: str) -> None:
@@ -383,18 +402,30 @@ class Store:
     def delete_class(self, image_class: ImageClass) -> None:
         with self._db(write=True) as db:
             self._refuse_while_training(db, image_class.project_id, "delete the class")
-            rows = db.execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE class_id = ?", (image_class.id,)).fetchall()
+            rows = db.execute(
+                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE class_id = ?", (image_class.id,)
+            ).fetchall()
             db.execute("DELETE FROM classes WHERE id = ?", (image_class.id,))
         for row in rows:
             self._remove_files(_image(row))
 
     # Images
 
-    def add_image(self, image_class: ImageClass, filename: str, prepared: PreparedImage) -> StoredImage:
+    def add_image(
+        self, image_class: ImageClass, filename: str, prepared: PreparedImage
+    ) -> StoredImage:
         image_id = new_id()
         image = StoredImage(
-            image_id, image_class.project_id, image_class.id, clean_filename(filename), image_id + prepared.suffix,
-            prepared.sha256, prepared.width, prepared.height, len(prepared.data), time.time(),
+            image_id,
+            image_class.project_id,
+            image_class.id,
+            clean_filename(filename),
+            image_id + prepared.suffix,
+            prepared.sha256,
+            prepared.width,
+            prepared.height,
+            len(prepared.data),
+            time.time(),
         )
         write_atomic(self.image_path(image), prepared.data)
         write_atomic(self.thumbnail_path(image), prepared.thumbnail)
@@ -402,12 +433,25 @@ class Store:
             with self._db(write=True) as db:
                 db.execute(
                     f"INSERT INTO images ({_IMAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (image.id, image.project_id, image.class_id, image.filename, image.stored_name, image.sha256,
-                     image.width, image.height, image.size_bytes, image.created_at),
+                    (
+                        image.id,
+                        image.project_id,
+                        image.class_id,
+                        image.filename,
+                        image.stored_name,
+                        image.sha256,
+                        image.width,
+                        image.height,
+                        image.size_bytes,
+                        image.created_at,
+                    ),
                 )
         except sqlite3.IntegrityError:
             self._remove_files(image)
-            raise TeachboxError("The class was deleted while its images were uploading. Create it again and upload them.", 404) from None
+            raise TeachboxError(
+                "The class was deleted while its images were uploading. Create it again and upload them.",
+                404,
+            ) from None
         return image
 
     def list_images(self, project_id: str, class_id: str | None = None) -> list[StoredImage]:
@@ -423,7 +467,10 @@ class Store:
         if not is_id(image_id):
             return None
         with self._db() as db:
-            row = db.execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE project_id = ? AND id = ?", (project_id, image_id)).fetchone()
+            row = db.execute(
+                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE project_id = ? AND id = ?",
+                (project_id, image_id),
+            ).fetchone()
         return _image(row) if row else None
 
     def delete_image(self, image: StoredImage) -> None:
@@ -442,7 +489,13 @@ class Store:
         """Queue a job on a snapshot of the project's images, unless one is active or data is missing."""
         with self._db(write=True) as db:
             self._refuse_while_training(db, project_id, "start another", already=True)
-            labels = [row[0] for row in db.execute("SELECT name FROM classes WHERE project_id = ? ORDER BY created_at, rowid", (project_id,))]
+            labels = [
+                row[0]
+                for row in db.execute(
+                    "SELECT name FROM classes WHERE project_id = ? ORDER BY created_at, rowid",
+                    (project_id,),
+                )
+            ]
             items = db.execute(
                 "SELECT i.stored_name, c.name FROM images i JOIN classes c ON c.id = i.class_id "
                 "WHERE i.project_id = ? ORDER BY i.created_at, i.rowid",
@@ -452,26 +505,51 @@ class Store:
             for _, name in items:
                 counts[name] += 1
             check_minimums(counts)
-            job = Job(new_id(), project_id, JobStatus.QUEUED, params, labels, len(items), None, None, time.time(), None, None)
+            job = Job(
+                new_id(),
+                project_id,
+                JobStatus.QUEUED,
+                params,
+                labels,
+                len(items),
+                None,
+                None,
+                time.time(),
+                None,
+                None,
+            )
             db.execute(
                 "INSERT INTO jobs (id, project_id, status, params, labels, image_count, snapshot, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.id, project_id, job.status, params.model_dump_json(), json.dumps(labels), len(items),
-                 json.dumps([list(item) for item in items]), job.created_at),
+                (
+                    job.id,
+                    project_id,
+                    job.status,
+                    params.model_dump_json(),
+                    json.dumps(labels),
+                    len(items),
+                    json.dumps([list(item) for item in items]),
+                    job.created_at,
+                ),
             )
         return job
 
-    def _refuse_while_training(self, db: sqlite3.Connection, project_id: str, action: str, already: bool = False) -> None:
+    def _refuse_while_training(
+        self, db: sqlite3.Connection, project_id: str, action: str, already: bool = False
+    ) -> None:
         row = db.execute(
-            "SELECT id, status FROM jobs WHERE project_id = ? AND status IN ('queued', 'running')", (project_id,)
+            "SELECT id, status FROM jobs WHERE project_id = ? AND status IN ('queued', 'running')",
+            (project_id,),
         ).fetchone()
         if row is None:
             return
         if already:
             raise TeachboxError(
-                f"Job {row['id']} is already {row['status']} for this project. Wait for it to finish or cancel it, then {action}.", 409
+                f"Job {row['id']} is already {row['status']} for this project. Wait for it to finish or cancel it, then {action}.",
+                409,
             )
         raise TeachboxError(
-            f"Job {row['id']} is {row['status']} on this project's images. Wait for it to finish or cancel it, then {action} again.", 409
+            f"Job {row['id']} is {row['status']} on this project's images. Wait for it to finish or cancel it, then {action} again.",
+            409,
         )
 
     def job_items(self, job: Job) -> list[tuple[Path, str]]:
@@ -490,12 +568,18 @@ class Store:
 
     def list_jobs(self, project_id: str) -> list[Job]:
         with self._db() as db:
-            rows = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = ? ORDER BY created_at DESC, rowid DESC", (project_id,)).fetchall()
+            rows = db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = ? ORDER BY created_at DESC, rowid DESC",
+                (project_id,),
+            ).fetchall()
         return [_job(row) for row in rows]
 
     def active_job(self, project_id: str) -> Job | None:
         with self._db() as db:
-            row = db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = ? AND status IN ('queued', 'running')", (project_id,)).fetchone()
+            row = db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = ? AND status IN ('queued', 'running')",
+                (project_id,),
+            ).fetchone()
         return _job(row) if row else None
 
     def latest_model_job(self, project_id: str) -> Job | None:
@@ -510,15 +594,30 @@ class Store:
     def start_job(self, job_id: str) -> bool:
         """Move a queued job to running; False when it is no longer queued (e.g. cancelled)."""
         with self._db(write=True) as db:
-            cursor = db.execute("UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'", (time.time(), job_id))
+            cursor = db.execute(
+                "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+                (time.time(), job_id),
+            )
         return cursor.rowcount == 1
 
-    def finish_job(self, job_id: str, status: JobStatus, metrics: dict[str, Any] | None = None, error: str | None = None) -> bool:
+    def finish_job(
+        self,
+        job_id: str,
+        status: JobStatus,
+        metrics: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> bool:
         """Record the end of an active job; False when it had already ended."""
         with self._db(write=True) as db:
             cursor = db.execute(
                 "UPDATE jobs SET status = ?, metrics = ?, error = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
-                (status, json.dumps(metrics) if metrics is not None else None, error, time.time(), job_id),
+                (
+                    status,
+                    json.dumps(metrics) if metrics is not None else None,
+                    error,
+                    time.time(),
+                    job_id,
+                ),
             )
         return cursor.rowcount == 1
 
@@ -526,14 +625,18 @@ class Store:
         """Cancel a job that has not started; False when it is no longer queued."""
         with self._db(write=True) as db:
             cursor = db.execute(
-                "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'queued'", (time.time(), job_id)
+                "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'queued'",
+                (time.time(), job_id),
             )
         return cursor.rowcount == 1
 
     def interrupt_unfinished(self, error: str) -> list[str]:
         """Mark every queued or running job interrupted (at start-up: nothing runs them any more)."""
         with self._db(write=True) as db:
-            ids = [row[0] for row in db.execute("SELECT id FROM jobs WHERE status IN ('queued', 'running')")]
+            ids = [
+                row[0]
+                for row in db.execute("SELECT id FROM jobs WHERE status IN ('queued', 'running')")
+            ]
             db.execute(
                 "UPDATE jobs SET status = 'interrupted', error = ?, finished_at = ? WHERE status IN ('queued', 'running')",
                 (error, time.time()),
@@ -544,17 +647,29 @@ class Store:
 
     def add_event(self, job_id: str, seq: int, event_type: str, data: str) -> None:
         with self._db(write=True) as db:
-            db.execute("INSERT INTO job_events (job_id, seq, type, data) VALUES (?, ?, ?, ?)", (job_id, seq, event_type, data))
+            db.execute(
+                "INSERT INTO job_events (job_id, seq, type, data) VALUES (?, ?, ?, ?)",
+                (job_id, seq, event_type, data),
+            )
 
     def events_after(self, job_id: str, after: int) -> list[StoredEvent]:
         with self._db() as db:
-            rows = db.execute("SELECT seq, type, data FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after)).fetchall()
+            rows = db.execute(
+                "SELECT seq, type, data FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq",
+                (job_id, after),
+            ).fetchall()
         return [StoredEvent(*row) for row in rows]
 
     def last_event_seq(self, job_id: str) -> int:
         with self._db() as db:
-            return int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?", (job_id,)).fetchone()[0])
+            return int(
+                db.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?", (job_id,)
+                ).fetchone()[0]
+            )
 
 
 def _duplicate_class(name: str) -> TeachboxError:
-    return TeachboxError(f"This project already has a class named '{name}'. Choose another name.", 422)
+    return TeachboxError(
+        f"This project already has a class named '{name}'. Choose another name.", 422
+    )

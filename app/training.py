@@ -70,6 +70,8 @@ class TrainResult:
     train_seconds: float
     device: str
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    val_labels: list[int] = field(default_factory=list)
+    train_paths: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -462,4 +464,5 @@ def fit(
         n_train=len(clean.train), epochs_run=len(history), train_seconds=round(seconds, 3), device=target.type,
         history=history, skipped=[{"path": str(p), "reason": r} for p, r in clean.skipped],
     )
-    return TrainResult(clean.labels, params, model, history, metrics, [s.path for s in clean.val], seconds, target.type, clean.skipped)
+    return TrainResult(clean.labels, params, model, history, metrics, [s.path for s in clean.val], seconds, target.type,
+                       clean.skipped, [s.label for s in clean.val], [s.path for s in clean.train])

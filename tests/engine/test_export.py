@@ -98,3 +98,17 @@ def test_evaluate_refuses_unknown_classes(trained_zip: tuple[Path, dict], tmp_pa
     root = make_colour_dataset(tmp_path, per_class=2, classes={"green": (0, 200, 0), "red": (200, 0, 0)})
     with pytest.raises(TeachboxError, match="has classes the model does not know: green. The model knows: blue, red."):
         evaluate_zip(trained_zip[0], root)
+
+
+def test_int8_export_is_smaller_and_measured(session_colours: Path, embedder, tmp_path: Path) -> None:  # noqa: ANN001
+    from app.dataset import from_folder
+    from app.pipeline import train_to_zip
+    from app.schemas import TrainParams
+
+    params = TrainParams(epochs=5, int8=True)
+    metadata = train_to_zip(from_folder(session_colours), params, tmp_path / "m.zip", embedder=embedder)
+    report = metadata["int8"]
+    assert "model.int8.onnx" in zipfile.ZipFile(tmp_path / "m.zip").namelist()
+    assert report["size_bytes"] < report["fp32_size_bytes"] / 2.5
+    assert report["images"] == 4 and report["accuracy_change"] == report["val_accuracy"] - report["fp32_val_accuracy"]
+    assert report["val_accuracy"] == 1.0

@@ -1,0 +1,161 @@
+"""Typed dependencies in one place: routes say `project: ProjectDep`; an unknown or malformed id is a 404 here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+
+from app.config import Settings
+from app.errors import TeachboxError
+from app.jobs import EventLog, JobRunner, WarmModels
+from app.store import ImageClass, Job, Project, Store, StoredImage
+
+MAX_FORM_FIELDS = 100
+MAX_FIELD_BYTES = 64 * 1024
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def get_runner(request: Request) -> JobRunner:
+    return request.app.state.runner
+
+
+def get_event_log(request: Request) -> EventLog:
+    return request.app.state.event_log
+
+
+def get_models(request: Request) -> WarmModels:
+    return request.app.state.models
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+EventLogDep = Annotated[EventLog, Depends(get_event_log)]
+ModelsDep = Annotated[WarmModels, Depends(get_models)]
+
+
+def get_project(pid: str, store: StoreDep) -> Project:
+    project = store.get_project(pid)
+    if project is None:
+        raise TeachboxError(
+            "There is no project with this id. List the projects with GET /api/projects and use one of their ids.",
+            404,
+        )
+    return project
+
+
+ProjectDep = Annotated[Project, Depends(get_project)]
+
+
+def get_class(cid: str, project: ProjectDep, store: StoreDep) -> ImageClass:
+    image_class = store.get_class(project.id, cid)
+    if image_class is None:
+        raise TeachboxError(
+            "This project has no class with this id. Get the project to see its classes and their ids.",
+            404,
+        )
+    return image_class
+
+
+ClassDep = Annotated[ImageClass, Depends(get_class)]
+
+
+def _missing_image() -> TeachboxError:
+    return TeachboxError(
+        "This project has no image with this id. List the class's images to see their ids.", 404
+    )
+
+
+def get_image(iid: str, project: ProjectDep, store: StoreDep) -> StoredImage:
+    image = store.get_image(project.id, iid)
+    if image is None:
+        raise _missing_image()
+    return image
+
+
+ImageDep = Annotated[StoredImage, Depends(get_image)]
+
+
+def get_class_image(iid: str, image_class: ClassDep, store: StoreDep) -> StoredImage:
+    image = store.get_image(image_class.project_id, iid)
+    if image is None or image.class_id != image_class.id:
+        raise _missing_image()
+    return image
+
+
+ClassImageDep = Annotated[StoredImage, Depends(get_class_image)]
+
+
+def get_job(jid: str, store: StoreDep) -> Job:
+    job = store.get_job(jid)
+    if job is None:
+        raise TeachboxError(
+            "There is no job with this id. List a project's jobs with GET /api/projects/{id}/jobs.",
+            404,
+        )
+    return job
+
+
+JobDep = Annotated[Job, Depends(get_job)]
+
+
+async def read_form(request: Request, settings: SettingsDep) -> AsyncIterator[FormData]:
+    """The multipart body, files spooled to unnamed temporary files, closed after the response."""
+    content_type = request.headers.get("content-type", "").lower()
+    if not content_type.startswith("multipart/form-data"):
+        raise TeachboxError(
+            "Send the files as multipart/form-data (an HTML form with enctype=multipart/form-data).",
+            415,
+        )
+    try:
+        form = await request.form(
+            max_files=settings.max_files_per_request,
+            max_fields=MAX_FORM_FIELDS,
+            max_part_size=MAX_FIELD_BYTES,
+        )
+    except (
+        HTTPException
+    ) as exc:  # Starlette reports every multipart problem as a 400 with its message
+        if str(exc.detail).startswith("Too many files"):
+            raise TeachboxError(
+                f"At most {settings.max_files_per_request} files can be sent in one request. Send them in smaller batches.",
+                413,
+            ) from None
+        raise TeachboxError(
+            f"The multipart body could not be read ({exc.detail}). Send the files as multipart/form-data.",
+            400,
+        ) from None
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
+FormDep = Annotated[FormData, Depends(read_form)]
+
+
+def form_files(form: FormData, field: str) -> list[UploadFile]:
+    return [value for value in form.getlist(field) if isinstance(value, UploadFile)]
+
+
+def multipart_body(field: str, many: bool) -> dict:
+    """OpenAPI for a multipart body read with FormDep, so /docs offers a file picker."""
+    binary = {"type": "string", "format": "binary"}
+    schema = {"type": "array", "items": binary} if many else binary
+    content = {
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {field: schema}, "required": [field]}
+        }
+    }
+    return {"requestBody": {"required": True, "content": content}}

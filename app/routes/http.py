@@ -1,0 +1,204 @@
+"""HTTP plumbing every route shares: the error handlers, security headers and request-body limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from jinja2 import TemplateNotFound
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import TeachboxError
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+)
+# FastAPI's /docs and /redoc pages load their scripts from a CDN and start them with an inline script.
+DOCS_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src 'self' https://fonts.gstatic.com; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"
+)
+DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+# Starlette's own errors (no route, wrong method) get sentences that say what to do, too.
+ROUTING_SENTENCES = {
+    404: "There is nothing at this address. See /docs for the paths of the API.",
+    405: "This address does not accept this method. See /docs for the methods it accepts.",
+}
+_VALIDATION_LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+def describe_validation_errors(errors: Sequence[dict[str, Any]]) -> str:
+    """One sentence from pydantic's errors, e.g. "epochs: Input should be less than or equal to 500"."""
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(
+            str(part) for part in error.get("loc", ()) if part not in _VALIDATION_LOCATIONS
+        )
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ").rstrip(".")
+        parts.append(f"{where}: {message}" if where else message)
+    return f"The request is not valid ({'; '.join(parts)}). Correct it and send it again."
+
+
+def _wants_page(request: Request) -> bool:
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
+        "accept", ""
+    )
+
+
+async def handle_teachbox_error(request: Request, exc: Exception) -> Response:
+    """JSON `{"detail": sentence}` for the API; the `error.html` page, where there is one, for browsers."""
+    assert isinstance(exc, TeachboxError)
+    if _wants_page(request):
+        templates = request.app.state.templates
+        try:
+            context = {"message": exc.message, "status_code": exc.status_code}
+            return templates.TemplateResponse(
+                request, "error.html", context, status_code=exc.status_code
+            )
+        except TemplateNotFound:
+            pass
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = jsonable_encoder(exc.errors())
+    return JSONResponse(
+        {"detail": describe_validation_errors(errors), "errors": errors}, status_code=422
+    )
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    detail = (
+        ROUTING_SENTENCES.get(exc.status_code, exc.detail)
+        if exc.detail in ("Not Found", "Method Not Allowed")
+        else exc.detail
+    )
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(TeachboxError, handle_teachbox_error)
+    app.add_exception_handler(HTTPException, handle_http_exception)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+
+
+async def send_error(send: Send, status_code: int, message: str) -> None:
+    body = json.dumps({"detail": message}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class SecurityHeaders:
+    """Adds the content security policy, frame denial, nosniff and no-referrer to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = (
+            DOCS_CONTENT_SECURITY_POLICY if scope["path"] in DOCS_PATHS else CONTENT_SECURITY_POLICY
+        )
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Content-Security-Policy", policy)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyTooLarge(TeachboxError):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            f"The request is larger than the limit of {max_bytes / 1e6:g} MB. Send fewer or smaller files at a time.",
+            413,
+        )
+
+
+class BodyLimit:
+    """Refuses request bodies over `max_bytes` with 413, declared or streamed, and uploads that stall.
+
+    A declared Content-Length over the limit is refused before reading; a streamed body raises
+    BodyTooLarge from `receive` as soon as it passes the limit, and whatever the route made of
+    that exception, the client gets the 413.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, stall_timeout_s: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.stall_timeout_s = stall_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await send_error(send, 413, BodyTooLarge(self.max_bytes).message)
+            return
+        state = {"received": 0, "complete": False, "too_large": False, "replaced": False}
+
+        async def limited_receive() -> Message:
+            if state["complete"]:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.stall_timeout_s)
+            except TimeoutError:
+                raise TeachboxError(
+                    f"The upload stalled for {self.stall_timeout_s:.0f} seconds, so the server stopped waiting. Send it again.",
+                    408,
+                ) from None
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                state["complete"] = not message.get("more_body", False)
+                if state["received"] > self.max_bytes:
+                    state["too_large"] = True
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["replaced"]:
+                return
+            if (
+                state["too_large"]
+                and message["type"] == "http.response.start"
+                and message["status"] != 413
+            ):
+                state["replaced"] = True
+                await send_error(send, 413, BodyTooLarge(self.max_bytes).message)
+                return
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)

@@ -1,0 +1,48 @@
+"""Classifying one image with the project's latest trained model, kept warm in memory."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api_models import Prediction, PredictResult
+from app.deps import (
+    FormDep,
+    ModelsDep,
+    ProjectDep,
+    SettingsDep,
+    StoreDep,
+    form_files,
+    multipart_body,
+)
+from app.errors import TeachboxError
+from app.images import decode_image
+from app.routes.images import file_too_large
+
+router = APIRouter(tags=["predict"])
+
+
+@router.post("/api/projects/{pid}/predict", openapi_extra=multipart_body("file", many=False))
+def predict(
+    project: ProjectDep, form: FormDep, store: StoreDep, models: ModelsDep, settings: SettingsDep
+) -> PredictResult:
+    """Probabilities for every class, most likely first, from the latest succeeded job's model."""
+    job = store.latest_model_job(project.id)
+    if job is None:
+        raise TeachboxError(
+            "This project has no trained model yet. Train it first, then predict.", 409
+        )
+    uploads = form_files(form, "file") or form_files(form, "files")
+    if not uploads:
+        raise TeachboxError("Attach one image in the multipart field 'file'.", 422)
+    size = uploads[0].size or 0
+    if size > settings.max_file_mb * 1e6:
+        raise TeachboxError(file_too_large(size, settings), 413)
+    image = decode_image(uploads[0].file.read(), settings.max_pixels)
+    classifier = models.get(job)
+    probabilities = classifier.predict_images([image])[0]
+    ranked = sorted(
+        zip(classifier.labels, probabilities.tolist(), strict=True), key=lambda pair: -pair[1]
+    )
+    return PredictResult(
+        predictions=[Prediction(label=label, probability=p) for label, p in ranked], job_id=job.id
+    )
