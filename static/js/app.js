@@ -1,0 +1,49 @@
+// The page's entry point: wires the project bar, class cards, training, insights, preview and export.
+
+import { ClassList } from "./classes.js";
+import { $, on, showMessage } from "./dom.js";
+import { Export } from "./exporting.js";
+import { clearInsights, showInsights } from "./insights.js";
+import { Preview } from "./preview.js";
+import { ProjectBar } from "./projects.js";
+import { TrainingPanel } from "./training.js";
+
+const config = JSON.parse($("main").dataset.config);
+const pageError = $("#page-error");
+const classes = new ClassList($("#class-list"), $("#class-card-template"), $("#add-class"));
+const training = new TrainingPanel(config);
+const preview = new Preview();
+const exporter = new Export();
+
+on("page-error", (message) => showMessage(pageError, message));
+on("job-started", () => clearInsights());
+on("classes-changed", (summary) => training.setClasses(summary));
+on("model-ready", ({ jobId, metrics }) => {
+  preview.setModel(projects.project.id, true);
+  exporter.setModel(jobId, metrics);
+  showInsights(metrics, (imageId) => classes.thumbnailFor(imageId));
+});
+
+async function openProject(project) {
+  showMessage(pageError, "");
+  preview.setModel(project.id, false);
+  exporter.setModel(null);
+  clearInsights();
+  await classes.show(project);
+  await training.show(project);
+}
+
+const projects = new ProjectBar(openProject);
+
+// A file dropped beside a card must not replace the page.
+window.addEventListener("dragover", (event) => {
+  if (event.defaultPrevented) return;
+  event.preventDefault();
+  event.dataTransfer.dropEffect = "none";
+});
+window.addEventListener("drop", (event) => event.preventDefault());
+
+projects.start().then(
+  () => document.body.classList.add("ready"),
+  (error) => showMessage(pageError, error.message),
+);

@@ -1,0 +1,125 @@
+// Preview: classify webcam frames live or one uploaded image, with a confidence bar per class.
+
+import { api } from "./api.js";
+import { $, el, percent, showMessage } from "./dom.js";
+import { Camera } from "./webcam.js";
+
+const LIVE_INTERVAL_MS = 250;
+
+export class Preview {
+  constructor() {
+    this.pid = null;
+    this.ready = false;
+    this.webcamButton = $("#preview-webcam");
+    this.upload = $("#preview-upload");
+    this.video = $("#preview-video");
+    this.image = $("#preview-image");
+    this.error = $("#preview-error");
+    this.list = $("#predictions");
+    this.objectUrl = null;
+    this.camera = new Camera(this.video, $("#preview-camera"), () => this.webcamStopped());
+    this.webcamButton.addEventListener("click", () => this.toggleWebcam());
+    this.upload.addEventListener("change", () => {
+      const [file] = this.upload.files;
+      this.upload.value = "";
+      if (file) this.classifyFile(file);
+    });
+  }
+
+  /** Enable or disable the preview for the project's model. */
+  setModel(pid, ready) {
+    if (pid !== this.pid || !ready) this.reset();
+    this.pid = pid;
+    this.ready = ready;
+    this.webcamButton.disabled = !ready;
+    this.upload.disabled = !ready;
+    $("#preview-file-label").classList.toggle("disabled", !ready);
+    $("#preview-hint").textContent = ready
+      ? "Point the webcam at something, or choose an image file. The bars show how sure the model is of each class."
+      : "Train a model first; then try it here on the webcam or on an image file.";
+  }
+
+  reset() {
+    this.camera.stop();
+    this.list.replaceChildren();
+    $("#preview-media").hidden = true;
+    showMessage(this.error, "");
+  }
+
+  async classifyFile(file) {
+    this.camera.stop();
+    if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
+    this.objectUrl = URL.createObjectURL(file);
+    this.image.src = this.objectUrl;
+    this.image.hidden = false;
+    this.video.hidden = true;
+    $("#preview-media").hidden = false;
+    await this.classify(file);
+  }
+
+  async classify(file) {
+    try {
+      const result = await api.predict(this.pid, file);
+      this.render(result.predictions);
+      showMessage(this.error, "");
+      return true;
+    } catch (error) {
+      showMessage(this.error, error.message);
+      return false;
+    }
+  }
+
+  render(predictions) {
+    const sorted = [...predictions].sort((a, b) => b.probability - a.probability);
+    const items = sorted.map((p, index) => {
+      const bar = el("span", { class: "bar" });
+      bar.style.width = percent(p.probability);
+      return el(
+        "li",
+        { class: index === 0 ? "prediction top" : "prediction", "data-testid": "prediction" },
+        el("span", { class: "prediction-label", text: p.label }),
+        el("span", { class: "bar-track", role: "presentation" }, bar),
+        el("span", { class: "prediction-value", text: percent(p.probability) }),
+      );
+    });
+    this.list.replaceChildren(...items);
+  }
+
+  async toggleWebcam() {
+    if (this.camera.running) {
+      this.camera.stop();
+      return;
+    }
+    try {
+      await this.camera.start();
+    } catch (error) {
+      showMessage(this.error, error.message);
+      return;
+    }
+    this.video.hidden = false;
+    this.image.hidden = true;
+    $("#preview-media").hidden = false;
+    $("#preview-camera-label").hidden = false;
+    this.webcamButton.setAttribute("aria-pressed", "true");
+    this.webcamButton.textContent = "Stop webcam";
+    this.loop();
+  }
+
+  async loop() {
+    while (this.camera.running && this.ready) {
+      const started = performance.now();
+      const frame = await this.camera.grab(320, "frame.jpg");
+      if (frame && !(await this.classify(frame))) break;
+      const wait = LIVE_INTERVAL_MS - (performance.now() - started);
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+
+  webcamStopped() {
+    this.webcamButton.setAttribute("aria-pressed", "false");
+    this.webcamButton.textContent = "Webcam";
+    $("#preview-camera-label").hidden = true;
+    this.video.hidden = true;
+    if (this.image.hidden) $("#preview-media").hidden = true;
+  }
+}
