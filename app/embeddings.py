@@ -25,7 +25,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from app.backbones import FeatureExtractor, build_backbone, expected_hash_prefix, get_spec
+from app.backbones import (
+    FeatureExtractor,
+    build_backbone,
+    expected_hash_prefix,
+    file_sha256,
+    get_spec,
+)
 from app.errors import ImageRejected, TeachboxError, TrainingCancelled
 from app.images import DEFAULT_MAX_PIXELS, Preprocessing, model_input
 
@@ -201,15 +207,6 @@ class EmbedResult:
         return np.stack([self.vectors[p] for p in paths]) if paths else np.zeros((0, 0), dtype=np.float32)
 
 
-def file_hash(path: Path) -> str:
-    """sha256 of a file's bytes, read in chunks so that large projects never sit in memory."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _prepare(path: Path, prep: Preprocessing, max_pixels: int) -> np.ndarray | str:
     try:
         return model_input(path.read_bytes(), prep, max_pixels=max_pixels, fast=True)
@@ -247,7 +244,7 @@ class Embedder:
         prep = get_spec(self.backbone).preprocessing
         result = EmbedResult(vectors={})
         with ThreadPoolExecutor(self.workers, thread_name_prefix="embed") as pool:
-            keys = [EmbeddingCache.key(self.backbone, digest) for digest in pool.map(file_hash, paths)]
+            keys = [EmbeddingCache.key(self.backbone, digest) for digest in pool.map(file_sha256, paths)]
             cached = self.cache.get_many(sorted(set(keys)))
             todo = [(path, key) for path, key in zip(paths, keys, strict=True) if key not in cached]
             for path, key in zip(paths, keys, strict=True):
