@@ -302,9 +302,8 @@ class InProcessRunner:
             self._embedder(backbone).embed(chunk, should_stop=self._should_yield)
         except TrainingCancelled:  # a job is waiting: let it run, then come back to these
             chunk, rest = [], paths
-        except (
-            Exception
-        ) as exc:  # a deleted project, missing weights: the job will say so if it matters
+        except Exception as exc:
+            # A deleted project, missing weights: the job will say so if it matters.
             logger.warning("Background embedding for project %s stopped: %r", project_id, exc)
             chunk, rest = paths, []
         if self._shutting_down.is_set():

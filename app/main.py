@@ -50,12 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates = Jinja2Templates(directory=TEMPLATES_DIR)
     app.state.is_stopping = lambda: False
     install_error_handlers(app)
-    app.add_middleware(SecurityHeaders)
+    body_limit = int(settings.max_request_mb * 1e6)
+    app.add_middleware(BodyLimit, max_bytes=body_limit, stall_timeout_s=settings.upload_timeout_s)
     app.add_middleware(
-        BodyLimit,
-        max_bytes=int(settings.max_request_mb * 1e6),
-        stall_timeout_s=settings.upload_timeout_s,
-    )
+        SecurityHeaders
+    )  # added last, so outermost: even an early 413 carries the headers
     for module in (health, projects, classes, images, imports, jobs, predict, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")

@@ -48,6 +48,9 @@ def describe_validation_errors(errors: Sequence[dict[str, Any]]) -> str:
     """One sentence from pydantic's errors, e.g. "epochs: Input should be less than or equal to 500"."""
     parts = []
     for error in errors[:5]:
+        if error.get("type") == "json_invalid":
+            parts.append("the body is not valid JSON")
+            continue
         where = ".".join(
             str(part) for part in error.get("loc", ()) if part not in _VALIDATION_LOCATIONS
         )
@@ -57,24 +60,28 @@ def describe_validation_errors(errors: Sequence[dict[str, Any]]) -> str:
 
 
 def _wants_page(request: Request) -> bool:
-    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
-        "accept", ""
-    )
+    accept = request.headers.get("accept", "")
+    return not request.url.path.startswith("/api/") and "text/html" in accept
 
 
-async def handle_teachbox_error(request: Request, exc: Exception) -> Response:
+def error_response(
+    request: Request, message: str, status_code: int, headers: dict[str, str] | None = None
+) -> Response:
     """JSON `{"detail": sentence}` for the API; the `error.html` page, where there is one, for browsers."""
-    assert isinstance(exc, TeachboxError)
     if _wants_page(request):
-        templates = request.app.state.templates
+        context = {"message": message, "status_code": status_code}
         try:
-            context = {"message": exc.message, "status_code": exc.status_code}
-            return templates.TemplateResponse(
-                request, "error.html", context, status_code=exc.status_code
+            return request.app.state.templates.TemplateResponse(
+                request, "error.html", context, status_code=status_code, headers=headers
             )
         except TemplateNotFound:
             pass
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    return JSONResponse({"detail": message}, status_code=status_code, headers=headers)
+
+
+async def handle_teachbox_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TeachboxError)
+    return error_response(request, exc.message, exc.status_code)
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> Response:
@@ -89,12 +96,10 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code in (204, 304):
         return Response(status_code=exc.status_code, headers=exc.headers)
-    detail = (
-        ROUTING_SENTENCES.get(exc.status_code, exc.detail)
-        if exc.detail in ("Not Found", "Method Not Allowed")
-        else exc.detail
-    )
-    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+    detail = exc.detail
+    if detail in ("Not Found", "Method Not Allowed"):
+        detail = ROUTING_SENTENCES.get(exc.status_code, detail)
+    return error_response(request, str(detail), exc.status_code, exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

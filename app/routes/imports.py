@@ -33,30 +33,12 @@ from app.store import ImageClass, Project, Store, StoredImage, clean_filename
 router = APIRouter(tags=["import"])
 
 # Files that can carry code when loaded (pickles, TorchScript, other frameworks' models).
-MODEL_SUFFIXES = frozenset(
-    {
-        ".pt",
-        ".pth",
-        ".pkl",
-        ".pickle",
-        ".ckpt",
-        ".onnx",
-        ".safetensors",
-        ".bin",
-        ".h5",
-        ".hdf5",
-        ".keras",
-        ".pb",
-        ".tflite",
-        ".joblib",
-        ".npy",
-        ".npz",
-        ".mar",
-        ".ptl",
-        ".torchscript",
-        ".mlmodel",
-    }
-)
+# fmt: off
+MODEL_SUFFIXES = frozenset({
+    ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".onnx", ".safetensors", ".bin", ".h5", ".hdf5", ".keras",
+    ".pb", ".tflite", ".joblib", ".npy", ".npz", ".mar", ".ptl", ".torchscript", ".mlmodel",
+})
+# fmt: on
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
