@@ -100,7 +100,7 @@ def test_evaluate_refuses_unknown_classes(trained_zip: tuple[Path, dict], tmp_pa
         evaluate_zip(trained_zip[0], root)
 
 
-def test_int8_export_is_smaller_and_measured(session_colours: Path, embedder, tmp_path: Path) -> None:  # noqa: ANN001
+def test_int8_export_is_smaller_and_measured(session_colours: Path, embedder, tmp_path: Path) -> None:
     from app.dataset import from_folder
     from app.pipeline import train_to_zip
     from app.schemas import TrainParams
