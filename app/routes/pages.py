@@ -18,8 +18,8 @@ from app.schemas import DEFAULT_EPOCHS, MODE_HELP, Mode, TrainParams
 router = APIRouter(include_in_schema=False)
 
 # The knobs shown under "Advanced", in order; the others keep their defaults (few knobs, as Teachable Machine).
-ADVANCED_FIELDS = ("epochs", "batch_size", "learning_rate", "unfreeze_blocks", "backbone")
-LABELS = {"unfreeze_blocks": "Blocks to unfreeze"}
+ADVANCED_FIELDS = ("epochs", "batch_size", "learning_rate", "unfreeze_blocks", "backbone", "int8")
+LABELS = {"unfreeze_blocks": "Blocks to unfreeze", "int8": "Also export an int8 model"}
 MODE_TITLES = {Mode.TRANSFER: "Transfer learning", Mode.FINETUNE: "Fine-tuning"}
 FINETUNE_ONLY = frozenset({"unfreeze_blocks"})
 BACKBONE_TITLES = {
@@ -74,6 +74,8 @@ def _field_view(name: str, info: FieldInfo) -> FieldView:
             options=tuple((name, BACKBONE_TITLES.get(name, name)) for name in BACKBONES),
             **common,
         )
+    if info.annotation is bool:
+        return FieldView(kind="checkbox", default=bool(info.default), **common)
     is_float = info.annotation is float
     default = {
         "epochs": DEFAULT_EPOCHS[Mode.TRANSFER],

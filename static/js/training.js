@@ -62,7 +62,10 @@ export class TrainingPanel {
   resetParams() {
     const defaults = this.config.defaults[this.mode];
     for (const [name, value] of Object.entries(defaults)) {
-      if (this.field(name)) this.field(name).value = String(value);
+      const input = this.field(name);
+      if (!input) continue;
+      if (input.type === "checkbox") input.checked = Boolean(value);
+      else input.value = String(value);
     }
     this.epochsTouched = false;
     this.onBackboneChange();
@@ -88,6 +91,7 @@ export class TrainingPanel {
 
   params() {
     const body = { mode: this.mode, backbone: this.field("backbone").value };
+    if (this.field("int8")) body.int8 = this.field("int8").checked;
     for (const name of ["epochs", "batch_size", "learning_rate", "unfreeze_blocks"]) {
       const input = this.field(name);
       if (!input || input.disabled) continue;
@@ -166,6 +170,7 @@ export class TrainingPanel {
     for (const name of ["epochs", "batch_size", "learning_rate", "unfreeze_blocks", "backbone"]) {
       if (params[name] !== null && params[name] !== undefined && this.field(name)) this.field(name).value = String(params[name]);
     }
+    if (this.field("int8")) this.field("int8").checked = Boolean(params.int8);
     this.onBackboneChange();
     this.runMode = params.mode;
     this.epochsTouched = Number(this.field("epochs").value) !== this.config.defaults[this.mode].epochs;
