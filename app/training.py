@@ -7,11 +7,13 @@ between batches when `should_stop()` turns true (raising TrainingCancelled).
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,24 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# What PyTorch says when an accelerator runs out of memory (CUDA, cuBLAS, Apple's MPS).
+_OUT_OF_MEMORY_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an accelerator running out of memory: an error a smaller batch may avoid."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in _OUT_OF_MEMORY_MARKERS)
+
+
+def release_accelerator_memory() -> None:
+    """Hand the memory PyTorch's caching allocator keeps back to the device, before trying again."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def check_finite(loss: torch.Tensor, epoch: int, params: TrainParams) -> None:
     if not torch.isfinite(loss):
         raise TeachboxError(
@@ -151,6 +171,31 @@ def train_head(
     generator: torch.Generator,
 ) -> list[dict[str, Any]]:
     """Adam on cached embeddings; the head ends at its best validation epoch."""
+    with single_thread():
+        return _train_head(head, emb, params, epochs, stage, on_event, should_stop, generator)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run tiny tensor work on one thread: for a linear head, thread hand-offs cost more than they save."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_head(
+    head: nn.Module,
+    emb: Embedded,
+    params: TrainParams,
+    epochs: int,
+    stage: str,
+    on_event: EventSink,
+    should_stop: StopCheck,
+    generator: torch.Generator,
+) -> list[dict[str, Any]]:
     optimiser = torch.optim.Adam(head.parameters(), lr=params.learning_rate, weight_decay=WEIGHT_DECAY)
     history: list[dict[str, Any]] = []
     best = (-1.0, math.inf)
