@@ -217,23 +217,33 @@ def _train_head(
     return history
 
 
-def _head_epoch(head, optimiser, emb: Embedded, params: TrainParams, epoch: int, should_stop: StopCheck, generator: torch.Generator) -> EpochStats:
+def _head_epoch(
+    head: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    emb: Embedded,
+    params: TrainParams,
+    epoch: int,
+    should_stop: StopCheck,
+    generator: torch.Generator,
+) -> EpochStats:
     head.train()
     order = torch.randperm(len(emb.y_train), generator=generator)
-    total_loss, correct = 0.0, 0
+    # Sums stay tensors until the epoch ends: per-step .item() calls cost as much as the step itself.
+    total_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
     for start in range(0, len(order), params.batch_size):
         if should_stop():
             raise TrainingCancelled
         index = order[start : start + params.batch_size]
         logits = head(emb.x_train[index])
-        loss = nn.functional.cross_entropy(logits, emb.y_train[index])
-        check_finite(loss, epoch, params)
+        targets = emb.y_train[index]
+        loss = nn.functional.cross_entropy(logits, targets)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        total_loss += loss.item() * len(index)
-        correct += int((logits.argmax(1) == emb.y_train[index]).sum())
-    return EpochStats(total_loss / len(order), correct / len(order))
+        total_loss += loss.detach() * len(index)
+        correct += (logits.argmax(1) == targets).sum()
+    check_finite(total_loss, epoch, params)
+    return EpochStats(total_loss.item() / len(order), correct.item() / len(order))
 
 
 # ---------------------------------------------------------------- fine-tuning
