@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from app.store import ImageClass, Job, JobStatus, Project, StoredImage
+from app.schemas import Mode, TrainParams
+from app.store import ImageClass, Job, JobKind, JobStatus, Project, StoredImage
 
 MAX_CLASS_NAME = 64
 MAX_PROJECT_NAME = 100
@@ -151,10 +153,38 @@ class JobCreated(BaseModel):
     status: JobStatus
 
 
+class CompareParams(TrainParams):
+    """The training parameters both runs of a comparison share; the mode is what is compared, so it is not given."""
+
+    mode: SkipJsonSchema[None] = Field(None, exclude=True)  # type: ignore[assignment]
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _no_mode(cls, value: object) -> None:
+        if value is not None:
+            raise ValueError("leave mode out: a comparison trains both modes")
+        return None
+
+    def for_job(self) -> TrainParams:
+        """As stored with the job; each run sets its own mode (and, unless epochs is given, its own epochs)."""
+        return TrainParams.model_validate(self.model_dump())
+
+
+class KeepIn(_Request):
+    mode: Mode = Field(description="Which of the comparison's models becomes the project's model.")
+
+
 class JobOut(BaseModel):
     id: str
     project_id: str
+    kind: JobKind = Field(
+        description="train: one model. compare: transfer learning and fine-tuning side by side."
+    )
     status: JobStatus
+    kept_mode: Mode | None = Field(
+        None,
+        description="A comparison: the mode whose model was kept as the project's model, if any.",
+    )
     params: dict[str, Any] = Field(
         description="The training parameters as used, defaults filled in."
     )
@@ -175,11 +205,16 @@ class JobOut(BaseModel):
     @classmethod
     def of(cls, job: Job) -> JobOut:
         succeeded = job.status is JobStatus.SUCCEEDED
+        compare = job.kind is JobKind.COMPARE
         return cls(
             id=job.id,
             project_id=job.project_id,
+            kind=job.kind,
             status=job.status,
-            params=job.params.resolved(),
+            kept_mode=job.kept_mode,
+            params=job.params.model_dump(mode="json", exclude={"mode"})
+            if compare
+            else job.params.resolved(),
             metrics=job.metrics,
             error=job.error,
             labels=job.labels,
@@ -198,7 +233,7 @@ class ProjectDetail(ProjectOut):
         description="The job queued or running for this project, if any."
     )
     model_job_id: str | None = Field(
-        description="The latest succeeded job, whose model predict uses."
+        description="The job whose model predict and export use: the latest succeeded training, or the comparison whose model was kept last."
     )
     pending_embeddings: int = Field(
         description="Uploaded images whose features are still being computed in the background."

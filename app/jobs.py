@@ -21,17 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio
 from pydantic import BaseModel
 
+from app.compare import compare_modes
 from app.config import Settings
 from app.dataset import from_items
 from app.embeddings import Embedder, EmbeddingCache, make_embedder
 from app.errors import TeachboxError, TrainingCancelled
-from app.events import TERMINAL_TYPES, Cancelled, Done, Failed
+from app.events import TERMINAL_TYPES, Cancelled, Done, Failed, Interrupted, Log
 from app.export import OnnxClassifier
 from app.pipeline import train_to_zip
+from app.public import Publisher
 from app.schemas import TrainParams
-from app.store import Job, JobStatus, Store, StoredEvent, StoredImage
+from app.store import Job, JobKind, JobStatus, Store, StoredEvent, StoredImage
+from app.training import is_out_of_memory, release_accelerator_memory
 
 logger = logging.getLogger("teachbox.jobs")
 
@@ -40,6 +44,15 @@ INTERRUPTED_BY_SHUTDOWN = "Teachbox was shut down while this job was running, so
 # Background embedding works in chunks, so that a job submitted meanwhile waits at most one chunk.
 EMBED_CHUNK = 32
 _JOB_PRIORITY, _EMBED_PRIORITY, _STOP_PRIORITY = 1, 2, 0
+# A job that runs out of GPU memory is trained again with half the batch size, at most this often.
+OOM_RETRIES = 3
+
+
+def out_of_memory_sentence(batch_size: int) -> str:
+    return (
+        f"The GPU ran out of memory even with a batch size of {batch_size}. Choose a smaller batch "
+        "size or backbone, or stop other work on the GPU, then train again."
+    )
 
 
 class EventLog:
@@ -77,11 +90,22 @@ class EventLog:
 
     def read(self, job_id: str, after: int) -> list[StoredEvent]:
         """Events with ids above `after`, from memory while the job is live, else from the store."""
+        live = self._live_after(job_id, after)
+        return live if live is not None else self._store.events_after(job_id, after)
+
+    async def read_async(self, job_id: str, after: int) -> list[StoredEvent]:
+        """As `read`, with the store's query in a worker thread, off the event loop."""
+        live = self._live_after(job_id, after)
+        if live is not None:
+            return live
+        return await anyio.to_thread.run_sync(self._store.events_after, job_id, after)
+
+    def _live_after(self, job_id: str, after: int) -> list[StoredEvent] | None:
         with self._lock:
             live = self._live.get(job_id)
-            if live is not None:
-                return live[bisect.bisect_right(live, after, key=lambda event: event.seq) :]
-        return self._store.events_after(job_id, after)
+            if live is None:
+                return None
+            return live[bisect.bisect_right(live, after, key=lambda event: event.seq) :]
 
     async def wait(self, job_id: str, after: int, timeout_s: float) -> list[StoredEvent]:
         """Events after `after`, waiting up to `timeout_s` for the next one; [] on timeout."""
@@ -89,12 +113,14 @@ class EventLog:
         with self._lock:
             self._waiters.setdefault(job_id, set()).add(waiter)
         try:
-            events = self.read(job_id, after)
-            if not events:
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(waiter[1].wait(), timeout_s)
-                events = self.read(job_id, after)
-            return events
+            events = await self.read_async(job_id, after)
+            if events:
+                return events
+            try:
+                await asyncio.wait_for(waiter[1].wait(), timeout_s)
+            except TimeoutError:
+                return []  # nothing was appended meanwhile, so there is nothing new to read
+            return await self.read_async(job_id, after)
         finally:
             with self._lock:
                 waiting = self._waiters.get(job_id, set())
@@ -151,6 +177,8 @@ class JobRunner(Protocol):
 
     def pending_embeddings(self, project_id: str) -> int: ...
 
+    def embedder(self, backbone: str) -> Embedder: ...
+
 
 @dataclass(order=True)
 class _Task:
@@ -178,7 +206,7 @@ def _outcome(terminal: BaseModel, shutting_down: bool) -> _Outcome:
     if isinstance(terminal, Cancelled) and shutting_down:
         return _Outcome(
             JobStatus.INTERRUPTED,
-            Failed(error=INTERRUPTED_BY_SHUTDOWN),
+            Interrupted(message=INTERRUPTED_BY_SHUTDOWN),
             error=INTERRUPTED_BY_SHUTDOWN,
         )
     if isinstance(terminal, Cancelled):
@@ -209,7 +237,7 @@ class InProcessRunner:
     def start(self) -> None:
         """Mark jobs a previous process left unfinished as interrupted, then start the worker."""
         for job_id in self._store.interrupt_unfinished(INTERRUPTED_BY_RESTART):
-            self._log.append(job_id, Failed(error=INTERRUPTED_BY_RESTART))
+            self._log.append(job_id, Interrupted(message=INTERRUPTED_BY_RESTART))
         self._thread.start()
         for project in self._store.list_projects():
             self.embed_soon(project.id, self._store.list_images(project.id))
@@ -259,6 +287,10 @@ class InProcessRunner:
     def pending_embeddings(self, project_id: str) -> int:
         with self._lock:
             return self._pending[project_id]
+
+    def embedder(self, backbone: str) -> Embedder:
+        """The embedder jobs use, with its cache: for analyses outside a job, such as data health."""
+        return self._embedder(backbone)
 
     # The worker
 
@@ -328,28 +360,56 @@ class InProcessRunner:
                 self._stops.pop(job_id, None)
 
     def _train(self, job: Job, stop: threading.Event) -> BaseModel:
-        """Run the training core; return its terminal event (made here when it could not say)."""
+        """Train; when the GPU runs out of memory, train again with half the batch, a few times."""
+        params, retries = job.params, 0
+        while True:
+            terminal, out_of_memory = self._attempt(job, params, stop)
+            if not out_of_memory:
+                if isinstance(terminal, Done) and params is not job.params:
+                    terminal.metrics["batch_size"] = params.batch_size
+                return terminal
+            smaller = params.batch_size // 2
+            if stop.is_set():
+                return Cancelled()
+            if smaller < 1 or retries == OOM_RETRIES:
+                return Failed(error=out_of_memory_sentence(params.batch_size))
+            release_accelerator_memory()
+            self._log.append(
+                job.id,
+                Log(
+                    level="warning",
+                    message=f"The GPU ran out of memory with a batch size of {params.batch_size}; training again with {smaller}.",
+                ),
+            )
+            params, retries = params.model_copy(update={"batch_size": smaller}), retries + 1
+
+    def _attempt(
+        self, job: Job, params: TrainParams, stop: threading.Event
+    ) -> tuple[BaseModel, bool]:
+        """Run the training core once: its terminal event (made here when it could not say), and
+        whether it ran out of accelerator memory."""
         terminal: list[BaseModel] = []
 
         def on_event(event: BaseModel) -> None:
             if getattr(event, "type", None) in TERMINAL_TYPES:
                 terminal.append(event)
             else:
-                self._log.append(job.id, event)
+                self._log.append(job.id, self._public(job).event(event))
 
         s = self._settings
         try:
             dataset = from_items(
                 self._store.job_items(job),
                 job.labels,
-                val_fraction=job.params.val_split,
-                seed=job.params.seed,
+                val_fraction=params.val_split,
+                seed=params.seed,
             )
-            train_to_zip(
+            compare = job.kind is JobKind.COMPARE
+            (compare_modes if compare else train_to_zip)(
                 dataset,
-                job.params,
-                self._store.model_path(job),
-                embedder=self._embedder(job.params.backbone),
+                params,
+                self._store.compare_dir(job) if compare else self._store.model_path(job),
+                embedder=self._embedder(params.backbone),
                 on_event=on_event,
                 should_stop=stop.is_set,
                 device=s.device,
@@ -361,19 +421,29 @@ class InProcessRunner:
         except TeachboxError as exc:
             terminal.append(Failed(error=exc.message))
         except Exception as exc:
+            if is_out_of_memory(exc):  # the traceback, which holds the GPU tensors, is not kept
+                logger.warning("Job %s ran out of GPU memory: %s", job.id, exc)
+                return Failed(error=out_of_memory_sentence(params.batch_size)), True
             logger.exception("Job %s failed", job.id)
             terminal.append(
                 Failed(
                     error=f"Training failed unexpectedly ({exc!r}). Check the server log, then try again."
                 )
             )
-        return terminal[0] if terminal else Cancelled()
+        return (terminal[0] if terminal else Cancelled()), False
+
+    def _public(self, job: Job) -> Publisher:
+        return Publisher(self._store.data_dir, job.project_id)
 
     def _finish(self, job: Job, terminal: BaseModel) -> None:
         """Record the result before the terminal event, so a stream's reader sees the final job."""
-        outcome = _outcome(terminal, self._shutting_down.is_set())
+        outcome = _outcome(self._public(job).event(terminal), self._shutting_down.is_set())
         self._store.finish_job(job.id, outcome.status, outcome.metrics, outcome.error)
         self._log.append(job.id, outcome.event)
-        if outcome.status is JobStatus.SUCCEEDED and not self._shutting_down.is_set():
+        if (
+            outcome.status is JobStatus.SUCCEEDED
+            and job.kind is JobKind.TRAIN
+            and not self._shutting_down.is_set()
+        ):
             with suppress(TeachboxError):
                 self._models.get(job)

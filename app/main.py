@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
 from app.jobs import EventLog, InProcessRunner, WarmModels
-from app.routes import classes, health, images, imports, jobs, pages, predict, projects
+from app.routes import classes, compare, health, images, imports, jobs, pages, predict, projects
 from app.routes.http import BodyLimit, SecurityHeaders, install_error_handlers
 from app.store import Store
 
@@ -39,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Teachbox",
         summary="Train image classifiers in the browser: projects, classes, images, training jobs, predictions.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is served from static/vendor by app.routes.pages
+        redoc_url=None,
     )
     store = Store(settings.data_dir)
     store.sweep()
@@ -51,11 +53,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.is_stopping = lambda: False
     install_error_handlers(app)
     body_limit = int(settings.max_request_mb * 1e6)
-    app.add_middleware(BodyLimit, max_bytes=body_limit, stall_timeout_s=settings.upload_timeout_s)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=body_limit,
+        window_s=settings.upload_timeout_s,
+        min_bytes_per_s=settings.upload_min_kb_s * 1e3,
+    )
     app.add_middleware(
         SecurityHeaders
     )  # added last, so outermost: even an early 413 carries the headers
-    for module in (health, projects, classes, images, imports, jobs, predict, pages):
+    for module in (health, projects, classes, images, imports, jobs, compare, predict, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     return app

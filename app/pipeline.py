@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from app.events import Cancelled, Done, EventSink, Failed, Progress, ignore_even
 from app.export import export_model_zip
 from app.images import DEFAULT_MAX_PIXELS
 from app.schemas import TrainParams
-from app.training import StopCheck, fit, never_stop
+from app.training import StopCheck, TrainResult, fit, never_stop
 
 # Metrics that belong in the terminal event; the full history is already in the epoch events.
 SUMMARY_KEYS = ("val_accuracy", "per_class", "confusion_matrix", "labels", "misclassified", "n_train", "n_val",
@@ -41,7 +42,7 @@ def train_to_zip(
         on_event(Progress(stage="export", done=0, total=1))
         tick = time.perf_counter()
         result.metrics["parity"] = None
-        metadata = export_model_zip(result, out_path, max_pixels=max_pixels)
+        metadata = _export(result, out_path, max_pixels)
         metadata["metrics"]["export_seconds"] = round(time.perf_counter() - tick, 3)
         metadata["metrics"]["parity"] = metadata["parity"]
         metadata["metrics"]["int8"] = metadata.get("int8")
@@ -58,3 +59,13 @@ def train_to_zip(
     summary = {key: metadata["metrics"].get(key) for key in SUMMARY_KEYS}
     on_event(Done(val_accuracy=result.metrics["val_accuracy"], train_seconds=result.train_seconds, metrics=summary))
     return metadata
+
+
+def _export(result: TrainResult, out_path: Path, max_pixels: int) -> dict[str, Any]:
+    """Write the model zip; a full disk becomes a sentence (the zip is written aside, then renamed)."""
+    try:
+        return export_model_zip(result, out_path, max_pixels=max_pixels)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise TeachboxError("The disk is full, so the model could not be saved. Free some space, then train again.", 507) from None
+        raise

@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS job_events (
 """
 
 
+class JobKind(StrEnum):
+    TRAIN = "train"
+    COMPARE = "compare"
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -125,10 +130,18 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    kind: JobKind = JobKind.TRAIN
+    kept_mode: str | None = None
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+    @property
+    def has_model(self) -> bool:
+        """A succeeded training, or a succeeded comparison one of whose models was kept."""
+        succeeded = self.status is JobStatus.SUCCEEDED
+        return succeeded and (self.kind is JobKind.TRAIN or self.kept_mode is not None)
 
 
 @dataclass(frozen=True)
@@ -166,8 +179,9 @@ def clean_filename(raw: str | None) -> str:
 
 
 def jpeg_bytes(image: Image.Image, quality: int) -> bytes:
+    """The pixels alone as JPEG: Pillow would otherwise copy an uploaded comment (GIF, JPEG) along."""
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
+    image.save(buffer, "JPEG", quality=quality, comment=b"")
     return buffer.getvalue()
 
 
@@ -232,6 +246,8 @@ def _job(row: sqlite3.Row) -> Job:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        kind=JobKind(row["kind"]),
+        kept_mode=row["kept_mode"],
     )
 
 
@@ -239,7 +255,13 @@ def _image(row: sqlite3.Row) -> StoredImage:
     return StoredImage(**dict(row))
 
 
-_JOB_COLUMNS = "id, project_id, status, params, labels, image_count, metrics, error, created_at, started_at, finished_at"
+_JOB_COLUMNS = "id, project_id, status, params, labels, image_count, metrics, error, created_at, started_at, finished_at, kind, kept_mode"
+# Added after the first release: a comparison job, and the model a user kept from it (and when).
+_JOB_MIGRATIONS = {
+    "kind": "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'",
+    "kept_mode": "ALTER TABLE jobs ADD COLUMN kept_mode TEXT",
+    "kept_at": "ALTER TABLE jobs ADD COLUMN kept_at REAL",
+}
 _PROJECT_QUERY = """
 SELECT p.id, p.name, p.created_at,
        (SELECT COUNT(*) FROM classes c WHERE c.project_id = p.id) AS class_count,
@@ -265,6 +287,10 @@ class Store:
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            for column, statement in _JOB_MIGRATIONS.items():
+                if column not in columns:
+                    db.execute(statement)
 
     @contextmanager
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
@@ -297,13 +323,24 @@ class Store:
     def thumbnail_path(self, image: StoredImage) -> Path:
         return self.project_dir(image.project_id) / "thumbnails" / f"{image.id}.jpg"
 
-    def model_path(self, job: Job) -> Path:
+    def model_path(self, job: Job, mode: str | None = None) -> Path:
+        """A training's model zip; for a comparison, the zip of `mode`, else of the kept or recommended mode."""
+        if job.kind is JobKind.COMPARE:
+            chosen = mode or job.kept_mode or (job.metrics or {}).get("recommendation", "transfer")
+            return self.compare_dir(job) / f"{chosen}.zip"
         return self.project_dir(job.project_id) / "models" / f"{job.id}.zip"
 
+    def compare_dir(self, job: Job) -> Path:
+        """Where a comparison writes transfer.zip, finetune.zip and report.json."""
+        return self.project_dir(job.project_id) / "models" / job.id
+
     def sweep(self) -> None:
-        """Remove what a crash can leave behind: partial files, and image files no row names."""
+        """Remove what a crash can leave behind: partial files, half-written model exports, and
+        image files no row names."""
         for partial in self.projects_dir.glob("*/*/.*.partial"):
             partial.unlink(missing_ok=True)
+        for scratch in self.projects_dir.glob("*/models/.export-*"):
+            shutil.rmtree(scratch, ignore_errors=True)
         with self._db() as db:
             known = {row[0] for row in db.execute("SELECT id FROM images")}
             projects = [row[0] for row in db.execute("SELECT id FROM projects")]
@@ -485,7 +522,9 @@ class Store:
 
     # Jobs
 
-    def create_job(self, project_id: str, params: TrainParams) -> Job:
+    def create_job(
+        self, project_id: str, params: TrainParams, kind: JobKind = JobKind.TRAIN
+    ) -> Job:
         """Queue a job on a snapshot of the project's images, unless one is active or data is missing."""
         with self._db(write=True) as db:
             self._refuse_while_training(db, project_id, "start another", already=True)
@@ -517,9 +556,10 @@ class Store:
                 time.time(),
                 None,
                 None,
+                kind,
             )
             db.execute(
-                "INSERT INTO jobs (id, project_id, status, params, labels, image_count, snapshot, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, project_id, status, params, labels, image_count, snapshot, created_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job.id,
                     project_id,
@@ -529,6 +569,7 @@ class Store:
                     len(items),
                     json.dumps([list(item) for item in items]),
                     job.created_at,
+                    kind,
                 ),
             )
         return job
@@ -583,13 +624,24 @@ class Store:
         return _job(row) if row else None
 
     def latest_model_job(self, project_id: str) -> Job | None:
-        """The latest succeeded job: its model is the project's model."""
+        """The project's model: the latest succeeded training or kept comparison result, by when it
+        finished or was kept (keeping an older comparison's model makes it the project's model)."""
         with self._db() as db:
             row = db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = ? AND status = 'succeeded' ORDER BY finished_at DESC, rowid DESC LIMIT 1",
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE project_id = ? AND status = 'succeeded' "
+                "AND (kind = 'train' OR kept_mode IS NOT NULL) "
+                "ORDER BY COALESCE(kept_at, finished_at) DESC, rowid DESC LIMIT 1",
                 (project_id,),
             ).fetchone()
         return _job(row) if row else None
+
+    def keep_mode(self, job_id: str, mode: str) -> None:
+        """Make one of a succeeded comparison's models the project's model."""
+        with self._db(write=True) as db:
+            db.execute(
+                "UPDATE jobs SET kept_mode = ?, kept_at = ? WHERE id = ? AND kind = 'compare' AND status = 'succeeded'",
+                (mode, time.time(), job_id),
+            )
 
     def start_job(self, job_id: str) -> bool:
         """Move a queued job to running; False when it is no longer queued (e.g. cancelled)."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,22 +22,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import TeachboxError
 
+# Every response, /docs included: scripts and styles only from files this server serves.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; style-src 'self'; "
-    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+    "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
 )
-# FastAPI's /docs and /redoc pages load their scripts from a CDN and start them with an inline script.
-DOCS_CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src 'self' https://fonts.gstatic.com; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"
-)
-DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    # Other sites may neither embed the images and models nor keep a handle on the page.
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
 }
 # Starlette's own errors (no route, wrong method) get sentences that say what to do, too.
 ROUTING_SENTENCES = {
@@ -42,6 +42,7 @@ ROUTING_SENTENCES = {
     405: "This address does not accept this method. See /docs for the methods it accepts.",
 }
 _VALIDATION_LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
+MAX_ECHOED_CHARS = 200
 
 
 def describe_validation_errors(errors: Sequence[dict[str, Any]]) -> str:
@@ -84,9 +85,23 @@ async def handle_teachbox_error(request: Request, exc: Exception) -> Response:
     return error_response(request, exc.message, exc.status_code)
 
 
+def json_safe(value: Any) -> Any:
+    """pydantic's errors echo the input: NaN and infinities (which Python's JSON reader accepts)
+    become strings, as JSON has no such numbers, and long strings are cut short."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str) and len(value) > MAX_ECHOED_CHARS:
+        return value[:MAX_ECHOED_CHARS] + "…"
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
+
+
 async def handle_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = jsonable_encoder(exc.errors())
+    errors = json_safe(jsonable_encoder(exc.errors()))
     return JSONResponse(
         {"detail": describe_validation_errors(errors), "errors": errors}, status_code=422
     )
@@ -129,14 +144,11 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = (
-            DOCS_CONTENT_SECURITY_POLICY if scope["path"] in DOCS_PATHS else CONTENT_SECURITY_POLICY
-        )
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers.setdefault("Content-Security-Policy", policy)
+                headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
             await send(message)
@@ -152,18 +164,31 @@ class BodyTooLarge(TeachboxError):
         )
 
 
+@dataclass
+class _Window:
+    """One timing window of a request body: when it ends and how many bytes arrived in it."""
+
+    ends: float
+    received: int = 0
+
+
 class BodyLimit:
-    """Refuses request bodies over `max_bytes` with 413, declared or streamed, and uploads that stall.
+    """Refuses request bodies over `max_bytes` with 413, declared or streamed, and uploads too slow to wait for.
 
     A declared Content-Length over the limit is refused before reading; a streamed body raises
     BodyTooLarge from `receive` as soon as it passes the limit, and whatever the route made of
-    that exception, the client gets the 413.
+    that exception, the client gets the 413. The body is timed in windows of `window_s`: a window
+    in which less than `min_bytes_per_s * window_s` bytes arrive ends the request with 408, so a
+    client that sends a byte a second is cut off as surely as one that stops.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, stall_timeout_s: float) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, window_s: float, min_bytes_per_s: float = 0
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.stall_timeout_s = stall_timeout_s
+        self.window_s = window_s
+        self.min_bytes_per_s = min_bytes_per_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -174,19 +199,16 @@ class BodyLimit:
             await send_error(send, 413, BodyTooLarge(self.max_bytes).message)
             return
         state = {"received": 0, "complete": False, "too_large": False, "replaced": False}
+        window = _Window(time.monotonic() + self.window_s)
 
         async def limited_receive() -> Message:
             if state["complete"]:
                 return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self.stall_timeout_s)
-            except TimeoutError:
-                raise TeachboxError(
-                    f"The upload stalled for {self.stall_timeout_s:.0f} seconds, so the server stopped waiting. Send it again.",
-                    408,
-                ) from None
+            message = await self._next_message(receive, window)
             if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                window.received += size
+                state["received"] += size
                 state["complete"] = not message.get("more_body", False)
                 if state["received"] > self.max_bytes:
                     state["too_large"] = True
@@ -207,3 +229,29 @@ class BodyLimit:
             await send(message)
 
         await self.app(scope, limited_receive, guarded_send)
+
+    async def _next_message(self, receive: Receive, window: _Window) -> Message:
+        """The next message from the client, unless a whole window passes below the minimum rate."""
+        while True:
+            remaining = window.ends - time.monotonic()
+            if remaining <= 0:
+                self._check_rate(window.received)
+                window.ends, window.received = time.monotonic() + self.window_s, 0
+                continue
+            try:
+                return await asyncio.wait_for(receive(), remaining)
+            except TimeoutError:
+                continue
+
+    def _check_rate(self, received: int) -> None:
+        if received == 0:
+            raise TeachboxError(
+                f"The upload stalled for {self.window_s:.0f} seconds, so the server stopped waiting. Send it again.",
+                408,
+            )
+        if received < self.min_bytes_per_s * self.window_s:
+            rate, minimum = received / self.window_s / 1e3, self.min_bytes_per_s / 1e3
+            raise TeachboxError(
+                f"The upload arrived at {rate:.2g} KB/s for {self.window_s:.0f} seconds, slower than the minimum of {minimum:g} KB/s, so the server stopped waiting. Check the connection and send it again.",
+                408,
+            )

@@ -82,7 +82,7 @@ def _check_size(infos: list[zipfile.ZipInfo], archive_bytes: int, settings: Sett
     total = sum(info.file_size for info in infos)
     if total > settings.max_import_mb * 1e6:
         raise TeachboxError(
-            f"The archive unpacks to {total / 1e6:.0f} MB, over the limit of {settings.max_import_mb:g} MB. Split it and import the parts.",
+            f"The archive unpacks to {total / 1e6:.3g} MB, over the limit of {settings.max_import_mb:g} MB. Split it and import the parts.",
             413,
         )
     if total > settings.max_import_ratio * max(archive_bytes, 1):

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Request
+from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
 from app.api_models import JobCreated, JobOut
@@ -15,8 +15,8 @@ from app.deps import EventLogDep, JobDep, ProjectDep, RunnerDep, SettingsDep, St
 from app.errors import TeachboxError
 from app.events import TERMINAL_TYPES
 from app.jobs import EventLog
-from app.schemas import TrainParams
-from app.store import JobStatus
+from app.schemas import Mode, TrainParams
+from app.store import JobKind, JobStatus
 
 router = APIRouter(tags=["jobs"])
 # How often an idle stream checks whether the server is shutting down.
@@ -78,7 +78,7 @@ async def event_stream(
     (it reconnected after the terminal event) the stream ends at once.
     """
     yield f"retry: {RECONNECT_MS}\n\n"
-    if ended and not log.read(job_id, after):
+    if ended and not await log.read_async(job_id, after):
         return
     quiet_since = time.monotonic()
     while not stopping():
@@ -130,18 +130,32 @@ async def job_events(
     response_class=FileResponse,
     responses={200: {"content": {"application/zip": {}}}},
 )
-def download_model(job: JobDep, store: StoreDep) -> FileResponse:
+def download_model(
+    job: JobDep,
+    store: StoreDep,
+    mode: Annotated[
+        Mode | None,
+        Query(
+            description="A comparison: which model (default: the kept, else the recommended one)."
+        ),
+    ] = None,
+) -> FileResponse:
     """The model zip (ONNX, safetensors, labels, metadata, predict.py); 409 until the job succeeded."""
     if job.status is not JobStatus.SUCCEEDED:
         raise TeachboxError(
             f"Job {job.id} is {job.status}; its model can be downloaded once it has succeeded.", 409
         )
-    path = store.model_path(job)
+    if mode is not None and job.kind is JobKind.TRAIN and mode is not job.params.mode:
+        raise TeachboxError(
+            f"Job {job.id} trained one {job.params.mode} model; leave mode out to download it.", 422
+        )
+    path = store.model_path(job, mode)
     if not path.is_file():
         raise TeachboxError(
             f"The model file of job {job.id} is missing from the data folder. Train the project again.",
             404,
         )
+    suffix = f"-{path.stem}" if job.kind is JobKind.COMPARE else ""
     return FileResponse(
-        path, media_type="application/zip", filename=f"teachbox-model-{job.id[:8]}.zip"
+        path, media_type="application/zip", filename=f"teachbox-model-{job.id[:8]}{suffix}.zip"
     )

@@ -115,3 +115,10 @@ def _modes() -> list[dict[str, str]]:
 def index(request: Request) -> HTMLResponse:
     context = {"modes": _modes(), "fields": advanced_fields(), "config": page_config()}
     return request.app.state.templates.TemplateResponse(request, "index.html", context)
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def docs(request: Request) -> HTMLResponse:
+    """Swagger UI, served from static/vendor and started by a static script: no CDN, no inline code."""
+    context = {"openapi_url": request.app.openapi_url}
+    return request.app.state.templates.TemplateResponse(request, "docs.html", context)

@@ -59,7 +59,10 @@ export const api = {
   getJob: (jid) => request("GET", job(jid)),
   cancelJob: (jid) => request("POST", `${job(jid)}/cancel`),
   eventsUrl: (jid) => `${job(jid)}/events`,
-  modelUrl: (jid) => `${job(jid)}/model`,
+  modelUrl: (jid, mode) => `${job(jid)}/model${mode ? `?mode=${encodeURIComponent(mode)}` : ""}`,
+  startCompare: (pid, params) => request("POST", `${project(pid)}/compare`, params),
+  keepModel: (jid, mode) => request("POST", `${job(jid)}/keep`, { mode }),
+  getHealth: (pid, curve = true) => request("GET", `${project(pid)}/health?curve=${curve}`),
   predict(pid, file) {
     const form = new FormData();
     form.append("file", file, file.name || "frame.jpg");

@@ -1,8 +1,10 @@
 // The page's entry point: wires the project bar, class cards, training, insights, preview and export.
 
 import { ClassList } from "./classes.js";
+import { ComparePanel } from "./comparing.js";
 import { $, on, showMessage } from "./dom.js";
 import { Export } from "./exporting.js";
+import { HealthPanel } from "./health.js";
 import { clearInsights, showInsights } from "./insights.js";
 import { Preview } from "./preview.js";
 import { ProjectBar } from "./projects.js";
@@ -14,14 +16,23 @@ const classes = new ClassList($("#class-list"), $("#class-card-template"), $("#a
 const training = new TrainingPanel(config);
 const preview = new Preview();
 const exporter = new Export();
+const compare = new ComparePanel(training);
+const health = new HealthPanel();
 
 on("page-error", (message) => showMessage(pageError, message));
-on("job-started", () => clearInsights());
-on("classes-changed", (summary) => training.setClasses(summary));
+on("job-started", () => {
+  clearInsights();
+  compare.reset();
+});
+on("compare-job", (job) => compare.show(job));
+on("classes-changed", (summary) => {
+  training.setClasses(summary);
+  health.classesChanged(summary);
+});
 on("model-ready", ({ jobId, metrics }) => {
   preview.setModel(projects.project.id, true);
   exporter.setModel(jobId, metrics);
-  showInsights(metrics, (imageId) => classes.thumbnailFor(imageId));
+  showInsights(metrics);
 });
 
 async function openProject(project) {
@@ -29,6 +40,8 @@ async function openProject(project) {
   preview.setModel(project.id, false);
   exporter.setModel(null);
   clearInsights();
+  compare.reset();
+  health.show(project);
   await classes.show(project);
   await training.show(project);
 }

@@ -3,6 +3,11 @@
 const TRAIN = { label: "Training", colour: "#1a56db", dash: [] };
 const VAL = { label: "Validation", colour: "#c2410c", dash: [6, 4] };
 const STAGE_NAMES = { head: "classifier head", finetune: "fine-tuning" };
+// A comparison: one colour per mode; training solid, validation dashed, as in a single run.
+const RUNS = {
+  transfer: { name: "Transfer", colour: "#1a56db" },
+  finetune: { name: "Fine-tuning", colour: "#9333ea" },
+};
 
 function dataset(series) {
   return {
@@ -56,9 +61,34 @@ export class TrainingCharts {
     for (const chart of [this.loss, this.acc]) {
       chart.data.labels = [];
       chart.data.stages = [];
+      if (this.overlaid) chart.data.datasets = [dataset(TRAIN), dataset(VAL)];
       for (const set of chart.data.datasets) set.data = [];
       chart.update();
     }
+    this.overlaid = false;
+  }
+
+  /** Both runs of a comparison overlaid, each counted from its own first epoch: `runs` maps mode to epochs. */
+  showRuns(runs) {
+    const length = Math.max(0, ...Object.values(runs).map((history) => history.length));
+    const series = [
+      [this.loss, "train_loss", "val_loss"],
+      [this.acc, "train_acc", "val_acc"],
+    ];
+    for (const [chart, trainKey, valKey] of series) {
+      chart.data.labels = Array.from({ length }, (_, i) => String(i + 1));
+      chart.data.stages = Array.from({ length }, (_, i) => `Epoch ${i + 1} of each run`);
+      chart.data.datasets = Object.entries(runs).flatMap(([run, history]) => {
+        const { name, colour } = RUNS[run];
+        const train = dataset({ label: `${name}, training`, colour, dash: [] });
+        const val = dataset({ label: `${name}, validation`, colour, dash: [6, 4] });
+        train.data = history.map((epoch) => epoch[trainKey]);
+        val.data = history.map((epoch) => epoch[valKey]);
+        return [train, val];
+      });
+      chart.update("none");
+    }
+    this.overlaid = true;
   }
 
   /** Add one epoch (an `epoch` event or a history entry); epochs of all stages share one axis. */

@@ -69,18 +69,16 @@ function confusionTable(metrics) {
   return [el("thead", {}, head), el("tbody", {}, ...rows)];
 }
 
-// Stored images are named `<image id>.<ext>`, so a mistake's path leads back to its thumbnail.
-const imageIdOf = (mistake) => mistake.image_id || (mistake.path || "").split(/[\\/]/).pop().split(".")[0];
-
-function mistakeItem(mistake, thumbnailFor) {
-  const url = mistake.thumbnail_url || thumbnailFor(imageIdOf(mistake));
-  const name = (mistake.filename || mistake.path || "").split(/[\\/]/).pop();
+// The server names each mistake by its image id and thumbnail URL, never by a path on the server.
+function mistakeItem(mistake) {
+  const url = mistake.thumbnail_url;
+  const name = mistake.image_id;
   const caption = el("span", {}, el("strong", { text: mistake.true }), ` taken for `, el("strong", { text: mistake.predicted }), ` (${percent(mistake.probability)} sure)`);
   const figure = url ? el("img", { src: url, alt: `A ${mistake.true} image taken for ${mistake.predicted}`, loading: "lazy", width: "96", height: "96" }) : el("span", { class: "no-thumb", text: name || "image" });
   return el("li", {}, figure, caption);
 }
 
-export function showInsights(metrics, thumbnailFor = () => null) {
+export function showInsights(metrics) {
   const ready = metrics && Array.isArray(metrics.labels) && Array.isArray(metrics.confusion_matrix);
   $("#insights-empty").hidden = Boolean(ready);
   $("#insights-body").hidden = !ready;
@@ -90,7 +88,7 @@ export function showInsights(metrics, thumbnailFor = () => null) {
   $("#per-class").replaceChildren(...perClassRows(metrics));
   $("#confusion").replaceChildren(...confusionTable(metrics));
   const mistakes = metrics.misclassified || [];
-  $("#misclassified").replaceChildren(...mistakes.map((mistake) => mistakeItem(mistake, thumbnailFor)));
+  $("#misclassified").replaceChildren(...mistakes.map((mistake) => mistakeItem(mistake)));
   showMessage($("#misclassified-empty"), mistakes.length ? "" : "None: every validation image was classified correctly.");
 }
 

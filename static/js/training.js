@@ -12,6 +12,7 @@ const STAGES = {
   export: "Saving the model",
 };
 const ACTIVE = new Set(["queued", "running"]);
+const INTERRUPTED = "The server restarted while this model was training, so the training stopped. Press Train model to train again.";
 const jobKey = (pid) => `teachbox.job.${pid}`;
 
 export class TrainingPanel {
@@ -155,10 +156,18 @@ export class TrainingPanel {
     // An earlier model stays usable for preview and export while a later attempt runs or after it failed.
     if (model && last && model.id !== last.id) emit("model-ready", { jobId: model.id, metrics: model.metrics || {} });
     if (!last) return;
+    if (last.kind === "compare") {
+      localStorage.setItem(jobKey(project.id), last.id);
+      emit("compare-job", last); // comparing.js shows it
+      return;
+    }
     this.jobId = last.id;
     this.applyParams(last.params || {});
-    if (ACTIVE.has(last.status)) this.connect(last.id);
-    else this.showFinished(last);
+    if (ACTIVE.has(last.status)) {
+      // Remembered, so that after a restart a reload still says what became of it.
+      localStorage.setItem(jobKey(project.id), last.id);
+      this.connect(last.id);
+    } else this.showFinished(last);
   }
 
   /** Show the parameters a job was started with, so the form says what is running or ran. */
@@ -241,6 +250,7 @@ export class TrainingPanel {
       done: (e) => this.onDone(e),
       failed: (e) => this.onEnd("failed", `Training failed: ${e.error}`),
       cancelled: (e) => this.onEnd("cancelled", e.message || "Training was cancelled."),
+      interrupted: () => this.onEnd("interrupted", INTERRUPTED),
     };
     for (const [type, handle] of Object.entries(handlers)) {
       source.addEventListener(type, (message) => {
@@ -367,7 +377,7 @@ export class TrainingPanel {
       const messages = {
         failed: `The last training failed: ${job.error || "no reason was given"}.`,
         cancelled: "The last training was cancelled.",
-        interrupted: "The last training was interrupted when the server stopped. Train again.",
+        interrupted: INTERRUPTED,
       };
       this.idle(messages[job.status] || this.notTrained());
     }

@@ -176,3 +176,26 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()
+
+
+def unnamed_open_files(pid: int | None = None) -> set[str]:
+    """Files a process holds open whose names are gone, e.g. upload spools: from /proc/<pid>/fd."""
+    folder = Path(f"/proc/{pid or os.getpid()}/fd")
+    found = set()
+    for fd in folder.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.endswith("(deleted)"):
+            found.add(target)
+    return found
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    """Every file under `root` with its bytes, the SQLite database and its journals left out."""
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.name.startswith("teachbox.sqlite")
+    }

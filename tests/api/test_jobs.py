@@ -350,8 +350,8 @@ def test_jobs_left_unfinished_are_interrupted_at_start_up(
             == "Teachbox stopped while this job was queued or running, so it was interrupted. Start training again."
         )
         events = [e for e in read_events(client, orphan.id) if "event" in e]
-        assert [e["event"] for e in events] == ["failed"]
-        assert json.loads(events[0]["data"])["error"] == job["error"]
+        assert [e["event"] for e in events] == ["interrupted"]
+        assert json.loads(events[0]["data"])["message"] == job["error"]
         fresh = client.post(f"/api/projects/{pid}/jobs")  # no body: the default parameters
         assert fresh.status_code == 202
         assert client.get(f"/api/jobs/{fresh.json()['id']}").json()["params"]["epochs"] == 40

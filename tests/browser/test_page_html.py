@@ -16,7 +16,8 @@ from app.main import create_app
 from app.schemas import DEFAULT_EPOCHS, MODE_HELP, Mode, TrainParams
 
 TEST_IDS = {"class-card", "add-class", "class-name", "class-upload", "class-count", "mode-transfer", "mode-finetune",
-            "train", "progress", "train-status", "preview-upload", "prediction", "download-model"}  # fmt: skip
+            "train", "progress", "train-status", "preview-upload", "prediction", "download-model", "compare",
+            "compare-result", "recommendation", "keep-model", "health-findings", "health-refresh"}  # fmt: skip
 STATIC = Path(__file__).resolve().parents[2] / "static"
 
 
@@ -53,7 +54,8 @@ def test_every_test_hook_is_on_the_page(page: tuple[str, dict[str, str]]) -> Non
     html, _ = page
     # `prediction` rows are made by the script; the others are in the HTML or the card template.
     found = {attrs["data-testid"] for _, attrs in elements(html) if attrs.get("data-testid")}
-    assert found == TEST_IDS - {"prediction"}
+    assert found == TEST_IDS - {"prediction", "keep-model"}
+    assert '"data-testid": "keep-model"' in (STATIC / "js" / "comparing.js").read_text()
     assert 'data-testid": "prediction"' in (STATIC / "js" / "preview.js").read_text().replace(
         "'", '"'
     )

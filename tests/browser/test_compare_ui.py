@@ -1,0 +1,176 @@
+"""Compare and data health in real Chromium: both modes side by side, keeping a model, findings before training."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import LiveServer
+from tests.conftest import shared_dataset
+
+pytestmark = pytest.mark.browser
+
+COMPARE_TIMEOUT_MS = 300_000
+
+
+def flower_photos(flower: str, n: int, skip: int = 0) -> list[Path]:
+    """Photos read in place from the shared flowers set (the test skips without it)."""
+    return sorted((shared_dataset("flowers-dev") / "train" / flower).glob("*.jpg"))[skip : skip + n]
+
+
+@pytest.fixture(autouse=True)
+def remove_projects(live_server: LiveServer) -> Iterator[None]:
+    """Delete the projects a test made, so that the page's other tests find the server as they expect."""
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
+        before = {p["id"] for p in client.get("/api/projects").json()}
+        yield
+        for project in client.get("/api/projects").json():
+            if project["id"] not in before:
+                client.delete(f"/api/projects/{project['id']}")
+
+
+def make_project(server: LiveServer, name: str, classes: dict[str, list[Path]]) -> str:
+    """A project made through the API, its photos uploaded from where they lie."""
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        pid = client.post("/api/projects", json={"name": name}).json()["id"]
+        for class_name, paths in classes.items():
+            cid = client.post(f"/api/projects/{pid}/classes", json={"name": class_name}).json()[
+                "id"
+            ]
+            files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+            assert (
+                client.post(f"/api/projects/{pid}/classes/{cid}/images", files=files).status_code
+                == 200
+            )
+    return pid
+
+
+def open_project(page: Page, pid: str) -> None:
+    page.add_init_script(f"localStorage.setItem('teachbox.project', '{pid}')")
+    page.goto("/")
+    expect(page.locator("#project-select")).to_have_value(pid)
+
+
+def shot(page: Page, screenshots: Path, name: str, selector: str | None = None) -> None:
+    path = str(screenshots / f"{name}.png")
+    if selector:
+        page.locator(selector).screenshot(path=path)
+    else:
+        page.screenshot(path=path, full_page=True)
+
+
+def test_compare_shows_both_runs_recommends_and_keeps(
+    page: Page, live_server: LiveServer, screenshots: Path
+) -> None:
+    pid = make_project(
+        live_server,
+        "Compare flowers",
+        {"daisy": flower_photos("daisy", 8), "sunflowers": flower_photos("sunflowers", 8)},
+    )
+    open_project(page, pid)
+    page.locator("details.advanced summary").click()
+    page.locator("#param-epochs").fill("3")
+    page.get_by_test_id("compare").click()
+    expect(page.locator("#compare-runs")).to_be_visible()
+    expect(page.locator("#cancel")).to_be_visible()
+    page.wait_for_function(
+        "() => document.querySelector('[data-run-status=finetune]').textContent.includes('epoch')",
+        timeout=COMPARE_TIMEOUT_MS,
+    )
+    datasets = page.evaluate(
+        "() => Chart.getChart(document.getElementById('acc-chart')).data.datasets.map((d) => d.label)"
+    )
+    assert datasets == [
+        "Transfer, training",
+        "Transfer, validation",
+        "Fine-tuning, training",
+        "Fine-tuning, validation",
+    ]
+    shot(page, screenshots, "compare-01-running", ".panel.training")
+
+    result = page.get_by_test_id("compare-result")
+    expect(result).to_be_visible(timeout=COMPARE_TIMEOUT_MS)
+    table = page.locator("#compare-table")
+    for row in (
+        "Validation accuracy",
+        "Accuracy per class",
+        "Training time",
+        "Model size",
+        "Predict time",
+        "Training − validation",
+    ):
+        expect(table).to_contain_text(row)
+    expect(table.locator("thead th")).to_have_count(3)
+    recommendation = page.get_by_test_id("recommendation")
+    expect(recommendation).to_contain_text(
+        re.compile(r"^Recommended: (Transfer learning|Fine-tuning)\. .+\.$")
+    )
+    keep = page.get_by_test_id("keep-model")
+    expect(keep).to_have_count(2)
+    expect(page.locator("[data-testid=keep-model].primary")).to_have_count(1)
+    expect(page.locator("#download-model")).to_have_attribute("aria-disabled", "true")
+    shot(page, screenshots, "compare-02-result", ".panel.training")
+
+    other = page.locator("[data-testid=keep-model].secondary")
+    mode = other.get_attribute("data-mode")
+    with page.expect_response(lambda r: r.url.endswith("/keep") and r.ok):
+        other.click()
+    kept = page.locator(f"[data-testid=keep-model][data-mode={mode}]")
+    expect(kept).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#compare-kept")).to_contain_text("Preview and Export use it")
+    project = httpx.get(f"{live_server.url}/api/projects/{pid}").json()
+    assert project["model_job_id"]
+    expect(page.locator("#download-model")).to_have_attribute(
+        "href", f"/api/jobs/{project['model_job_id']}/model"
+    )
+    expect(page.get_by_test_id("preview-upload")).to_be_enabled()
+    page.get_by_test_id("preview-upload").set_input_files(flower_photos("daisy", 1, skip=20))
+    expect(page.locator("#predictions li").first).to_be_visible()
+    shot(page, screenshots, "compare-03-kept")
+
+    page.reload()
+    expect(page.get_by_test_id("compare-result")).to_be_visible()
+    expect(page.locator(f"[data-testid=keep-model][data-mode={mode}]")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+
+
+def test_health_panel_lists_findings_and_follows_uploads(
+    page: Page, live_server: LiveServer, screenshots: Path
+) -> None:
+    daisies = flower_photos("daisy", 8)
+    pid = make_project(
+        live_server,
+        "Unhealthy flowers",
+        {"daisy": daisies, "roses": [*flower_photos("roses", 3), daisies[0]]},
+    )
+    open_project(page, pid)
+    findings = page.get_by_test_id("health-findings")
+    duplicate = findings.locator("li[data-kind=duplicate_across_classes]")
+    expect(duplicate).to_be_visible(timeout=60_000)
+    expect(duplicate).to_have_class(re.compile(r"\bwarning\b"))
+    expect(duplicate).to_contain_text("Keep each image in its right class only.")
+    few = findings.locator("li[data-kind=too_few_images]", has_text="'roses' has 4 images")
+    expect(few).to_be_visible()
+    expect(page.locator("#health-curve")).to_be_visible()
+    assert (
+        page.evaluate(
+            "() => Chart.getChart(document.getElementById('curve-chart')).data.datasets.length"
+        )
+        == 3
+    )
+    shot(page, screenshots, "health-01-findings", ".panel.health")
+
+    page.get_by_test_id("class-card").nth(1).get_by_test_id("class-upload").set_input_files(
+        flower_photos("roses", 3, skip=3)
+    )
+    expect(
+        findings.locator("li[data-kind=too_few_images]", has_text="'roses' has 7 images")
+    ).to_be_visible(timeout=60_000)
+    page.get_by_test_id("health-refresh").click()
+    expect(page.locator("#health-status")).to_contain_text("Checked just now")
