@@ -11,9 +11,8 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import combinations
@@ -33,7 +32,7 @@ from app.errors import ImageRejected, TrainingCancelled
 from app.events import EventSink, Progress, ignore_event
 from app.images import decode_image
 from app.schemas import DEFAULT_EPOCHS, Mode, TrainParams
-from app.training import HEAD_DROPOUT, WEIGHT_DECAY, Embedded, StopCheck, never_stop
+from app.training import HEAD_DROPOUT, WEIGHT_DECAY, Embedded, StopCheck, never_stop, single_thread
 
 # Below this many images a class is unreliable; from 30 on, its per-class numbers settle.
 RECOMMENDED_IMAGES_PER_CLASS = 10
@@ -54,7 +53,7 @@ NEAR_DUPLICATE_RELATIVE_DISTANCE = 0.15
 # weaves 1 of 12, uniform noise finishes 19 of 717.
 THUMBNAIL_SIZE = 16
 THUMBNAIL_CORRELATION = 0.5
-MEDIAN_SAMPLE_PAIRS = 20_000
+MEDIAN_SAMPLE_ROWS = 256
 PAIRS_LISTED = 50
 # The network sees a 224-pixel crop; below half of that an image is blown up more than twice.
 SMALL_IMAGE_FRACTION_OF_INPUT = 0.5
@@ -156,9 +155,12 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else many or word + 's'}"
 
 
+def join_and(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def quoted(names: Sequence[str]) -> str:
-    names = [f"'{n}'" for n in names]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return join_and([f"'{n}'" for n in names])
 
 
 # ---------------------------------------------------------------- counts
@@ -185,7 +187,7 @@ def count_findings(labels: list[str], totals: dict[str, int]) -> list[Finding]:
         if RECOMMENDED_IMAGES_PER_CLASS <= totals[label] < STABLE_IMAGES_PER_CLASS
     ]
     if few:
-        counts = ", ".join(f"'{label}' {totals[label]}" for label in few)
+        counts = join_and([f"'{label}' ({totals[label]})" for label in few])
         findings.append(
             Finding(
                 kind=FindingKind.TOO_FEW_IMAGES,
@@ -237,15 +239,14 @@ def exact_duplicate_pairs(hashes: list[str]) -> list[tuple[int, int, float]]:
 
 
 def median_distance(unit: np.ndarray, seed: int) -> float:
-    """Median cosine distance between random pairs of images (all pairs when there are few)."""
+    """Median cosine distance between two different images, from up to MEDIAN_SAMPLE_ROWS images against all."""
     n = len(unit)
-    rng = np.random.default_rng(seed)
-    if n * (n - 1) // 2 <= MEDIAN_SAMPLE_PAIRS:
-        i, j = np.triu_indices(n, 1)
-    else:
-        i, j = rng.integers(0, n, MEDIAN_SAMPLE_PAIRS), rng.integers(0, n, MEDIAN_SAMPLE_PAIRS)
-        i, j = i[i != j], j[i != j]
-    return float(np.median(1.0 - np.einsum("ij,ij->i", unit[i], unit[j]))) if len(i) else 1.0
+    if n < 2:
+        return 1.0
+    rows = np.random.default_rng(seed).choice(n, size=min(n, MEDIAN_SAMPLE_ROWS), replace=False)
+    distances = 1.0 - unit[rows] @ unit.T
+    distances[np.arange(len(rows)), rows] = np.nan  # an image and itself
+    return float(np.nanmedian(distances))
 
 
 def near_duplicate_threshold(unit: np.ndarray, seed: int = 0) -> float:
@@ -606,18 +607,6 @@ def keep_best(
     )
 
 
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run torch on one thread: for these tiny tensors thread hand-offs cost more than they give
-    (twelve heads: 1.8 s on one thread, 10.8 s on two busy cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def learning_curve(
     emb: Embedded,
     labels: list[str],
@@ -634,7 +623,7 @@ def learning_curve(
         for r in range(repeats)
     ]
     on_event(Progress(stage="health", done=0, total=1))
-    with single_threaded():
+    with single_thread():  # tiny tensors: thread hand-offs cost more than they save
         predicted = train_heads(
             emb,
             [subset for draw in draws for subset in draw],

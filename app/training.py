@@ -393,6 +393,20 @@ class FinetuneRunner:
         return torch.cat(outputs), torch.cat(targets)
 
 
+def warmup_cosine(optimiser: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first epoch, then cosine decay to zero.
+
+    Without the warm-up, Adam's first full-size steps knock the unfrozen blocks (whose BatchNorm
+    statistics stay frozen) far from their pretrained values and accuracy can drop to chance.
+    """
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, warmup_steps))
+        return warm * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
+
+
 def run_finetune(
     model: Classifier,
     data: Dataset,
@@ -412,7 +426,7 @@ def run_finetune(
     train_loader = FinetuneLoader(data.train, prep, params.batch_size, train=True, max_pixels=max_pixels)
     val_loader = FinetuneLoader(data.val, prep, params.batch_size, train=False, max_pixels=max_pixels)
     epochs = params.resolved_epochs
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(runner.optimiser, T_max=epochs * len(train_loader))
+    scheduler = warmup_cosine(runner.optimiser, total_steps=epochs * len(train_loader), warmup_steps=len(train_loader))
     val_logits, val_targets = runner.predict(val_loader, generator)
     best_acc = evaluate_logits(val_logits, val_targets).acc
     best_state, best_outputs = copy.deepcopy(model.state_dict()), (val_logits, val_targets)

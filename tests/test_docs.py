@@ -30,6 +30,6 @@ def test_every_training_parameter_is_documented(name: str) -> None:
 
 
 def test_every_cli_command_is_documented() -> None:
-    commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public way
+    commands = build_parser()._subparsers._group_actions[0].choices
     for command in commands:
         assert f"teachbox {command}" in README, command
