@@ -160,21 +160,6 @@ def evaluate_logits(logits: torch.Tensor, targets: torch.Tensor) -> EpochStats:
     return EpochStats(loss, (logits.argmax(1) == targets).float().mean().item())
 
 
-def train_head(
-    head: nn.Module,
-    emb: Embedded,
-    params: TrainParams,
-    epochs: int,
-    stage: str,
-    on_event: EventSink,
-    should_stop: StopCheck,
-    generator: torch.Generator,
-) -> list[dict[str, Any]]:
-    """Adam on cached embeddings; the head ends at its best validation epoch."""
-    with single_thread():
-        return _train_head(head, emb, params, epochs, stage, on_event, should_stop, generator)
-
-
 @contextmanager
 def single_thread() -> Iterator[None]:
     """Run tiny tensor work on one thread: for a linear head, thread hand-offs cost more than they save."""
@@ -186,7 +171,8 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _train_head(
+@single_thread()
+def train_head(
     head: nn.Module,
     emb: Embedded,
     params: TrainParams,
@@ -196,6 +182,7 @@ def _train_head(
     should_stop: StopCheck,
     generator: torch.Generator,
 ) -> list[dict[str, Any]]:
+    """Adam on cached embeddings; the head ends at its best validation epoch."""
     optimiser = torch.optim.Adam(head.parameters(), lr=params.learning_rate, weight_decay=WEIGHT_DECAY)
     history: list[dict[str, Any]] = []
     best = (-1.0, math.inf)
