@@ -32,7 +32,7 @@ from app.errors import ImageRejected, TrainingCancelled
 from app.events import EventSink, Progress, ignore_event
 from app.images import decode_image
 from app.schemas import DEFAULT_EPOCHS, Mode, TrainParams
-from app.training import HEAD_DROPOUT, WEIGHT_DECAY, Embedded, StopCheck, never_stop, single_thread
+from app.training import WEIGHT_DECAY, Embedded, StopCheck, never_stop, single_thread
 
 # Below this many images a class is unreliable; from 30 on, its per-class numbers settle.
 RECOMMENDED_IMAGES_PER_CLASS = 10
@@ -532,11 +532,7 @@ def train_heads(
                 raise TrainingCancelled
             k = sum(n > step for n in n_batches)
             index, mask = batch_indices(orders[:k], step, params.batch_size)
-            # One dropout mask per step, shared by the heads: each head still sees a fresh mask every step.
-            keep = (torch.rand(index.shape[1], dim, generator=generator) >= HEAD_DROPOUT) / (
-                1 - HEAD_DROPOUT
-            )
-            logits = torch.baddbmm(bias[:k], emb.x_train[index] * keep, weight[:k])
+            logits = torch.baddbmm(bias[:k], emb.x_train[index], weight[:k])
             losses = nn.functional.cross_entropy(
                 logits.flatten(0, 1), emb.y_train[index].flatten(), reduction="none"
             ).view_as(mask)

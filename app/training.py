@@ -31,7 +31,6 @@ from app.events import Epoch, EventSink, Log, Progress, Started, ignore_event
 from app.images import DEFAULT_MAX_PIXELS, Preprocessing, decode_image, model_input, normalise
 from app.schemas import Mode, TrainParams
 
-HEAD_DROPOUT = 0.2
 WEIGHT_DECAY = 1e-4
 BACKBONE_LR_FACTOR = 0.1
 FINETUNE_HEAD_EPOCHS = 30
@@ -59,8 +58,9 @@ class Classifier(nn.Module):
 
 
 def make_head(feature_dim: int, n_classes: int) -> nn.Sequential:
-    """A linear classifier with dropout: on flowers-dev it matched or beat a 100-unit hidden layer."""
-    return nn.Sequential(nn.Dropout(HEAD_DROPOUT), nn.Linear(feature_dim, n_classes))
+    """A linear classifier: on flowers-dev and clothing-dev it matched or beat both a 100-unit hidden
+    layer and input dropout, and trains twice as fast as with dropout (bench/RESULTS.md)."""
+    return nn.Sequential(nn.Linear(feature_dim, n_classes))
 
 
 @dataclass
