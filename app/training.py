@@ -10,6 +10,7 @@ import copy
 import gc
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -160,15 +161,23 @@ def evaluate_logits(logits: torch.Tensor, targets: torch.Tensor) -> EpochStats:
     return EpochStats(loss, (logits.argmax(1) == targets).float().mean().item())
 
 
+_single_thread_lock = threading.RLock()
+
+
 @contextmanager
 def single_thread() -> Iterator[None]:
-    """Run tiny tensor work on one thread: for a linear head, thread hand-offs cost more than they save."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    """Run tiny tensor work on one thread: for a linear head, thread hand-offs cost more than they save.
+
+    torch's thread count is process-wide, so users (a job's head, a health check's curve) take
+    turns: each restores exactly the count it found.
+    """
+    with _single_thread_lock:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 @single_thread()
