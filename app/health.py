@@ -503,7 +503,7 @@ def train_heads(
 ) -> torch.Tensor:
     """Train one linear head per subset of the training embeddings, all at once; their validation predictions.
 
-    The recipe of `train_head` (dropout, Adam with L2 weight decay, minibatches, the best validation
+    The recipe of `train_head` (Adam with L2 weight decay, minibatches, the best validation
     epoch kept), batched over heads: eight heads on flowers-dev take about 0.5 s together on one
     thread, about what one `train_head` call takes alone.
     """
