@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,20 @@ def files_under(root: Path) -> dict[str, bytes]:
         for path in sorted(root.rglob("*"))
         if path.is_file() and not path.name.startswith("teachbox.sqlite")
     }
+
+
+def post_at_once(client: TestClient, url: str, body: dict[str, Any], count: int) -> list[httpx.Response]:
+    """`count` POSTs released together by a barrier, as racing browsers would send them."""
+    barrier = threading.Barrier(count)
+    responses: list[httpx.Response] = []
+
+    def post() -> None:
+        barrier.wait()
+        responses.append(client.post(url, json=body))
+
+    threads = [threading.Thread(target=post) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return responses

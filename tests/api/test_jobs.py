@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.api.api_helpers import (
     create_project,
     image_bytes,
     make_trainable,
+    post_at_once,
     read_events,
     upload,
     wait_for_job,
@@ -260,18 +260,7 @@ def test_concurrent_posts_give_exactly_one_202_then_cancel(
     client: TestClient, trainable: tuple[str, dict[str, str]]
 ) -> None:
     pid, _ = trainable
-    barrier = threading.Barrier(5)
-    responses: list[Any] = []
-
-    def post() -> None:
-        barrier.wait()
-        responses.append(client.post(f"/api/projects/{pid}/jobs", json=SLOW_JOB))
-
-    threads = [threading.Thread(target=post) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    responses = post_at_once(client, f"/api/projects/{pid}/jobs", SLOW_JOB, 5)
     codes = sorted(r.status_code for r in responses)
     assert codes == [202, 409, 409, 409, 409]
     jid = next(r.json()["id"] for r in responses if r.status_code == 202)

@@ -30,6 +30,7 @@ from tests.api.api_helpers import (
     files_under,
     image_bytes,
     make_trainable,
+    post_at_once,
     read_events,
     upload,
     wait_for_job,
@@ -84,18 +85,7 @@ def test_case_22_two_job_requests_at_once_give_one_202_and_one_409(
     client: TestClient, trainable: tuple[str, dict[str, str]]
 ) -> None:
     pid, _ = trainable
-    barrier = threading.Barrier(2)
-    responses: list[Any] = []
-
-    def post() -> None:
-        barrier.wait()
-        responses.append(client.post(f"/api/projects/{pid}/jobs", json=SLOW_JOB))
-
-    threads = [threading.Thread(target=post) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    responses = post_at_once(client, f"/api/projects/{pid}/jobs", SLOW_JOB, 2)
     accepted, refused = sorted(responses, key=lambda r: r.status_code)
     assert (accepted.status_code, refused.status_code) == (202, 409)
     jid = accepted.json()["id"]
