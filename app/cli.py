@@ -7,11 +7,10 @@ set of names, ranges and descriptions.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -20,6 +19,10 @@ from app.config import Settings
 from app.errors import TeachboxError, TrainingCancelled
 from app.events import Done, Epoch, Failed, Log, Progress, Started
 from app.schemas import Mode, TrainParams
+
+if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
+    from app.dataset import Dataset
+    from app.embeddings import Embedder
 
 # Flags whose CLI spelling differs from the field name, or that the CLI handles itself.
 _FLAG_OVERRIDES = {"val_split": "--val-split"}
@@ -104,16 +107,24 @@ def cli_cache_dir(settings: Settings) -> Path:
     return settings.cache_dir or Path.home() / ".cache" / "teachbox"
 
 
-def command_train(args: argparse.Namespace) -> int:
+def prepare_run(args: argparse.Namespace, mode: str | None) -> tuple[TrainParams, Settings, Dataset, Embedder]:
+    """What train, compare and health all start from: parameters, settings, the split and an embedder."""
     from app.dataset import from_folder
     from app.embeddings import make_embedder
-    from app.pipeline import train_to_zip
 
-    params = params_from_args(args, args.mode)
+    params = params_from_args(args, mode)
     settings = settings_from_args(args)
     dataset = from_folder(args.data_dir, args.val_dir, params.val_split, params.seed)
     embedder = make_embedder(params.backbone, cli_cache_dir(settings), settings.device, settings.feature_engine,
                              settings.weights, settings.max_pixels)
+    return params, settings, dataset, embedder
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from app.export import write_json
+    from app.pipeline import train_to_zip
+
+    params, settings, dataset, embedder = prepare_run(args, args.mode)
     metadata = train_to_zip(dataset, params, args.out, embedder=embedder, on_event=ProgressPrinter(),
                             device=settings.device, weights_path=settings.weights, max_pixels=settings.max_pixels)
     metrics = {"mode": params.mode.value, "backbone": params.backbone, "seed": params.seed, **metadata["metrics"],
@@ -125,7 +136,7 @@ def command_train(args: argparse.Namespace) -> int:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
-    from app.export import evaluate_zip
+    from app.export import evaluate_zip, write_json
 
     metrics = evaluate_zip(args.model, args.data_dir)
     if args.metrics_out:
@@ -166,14 +177,8 @@ def command_weights(args: argparse.Namespace) -> int:
 
 def command_compare(args: argparse.Namespace) -> int:
     from app.compare import compare_modes
-    from app.dataset import from_folder
-    from app.embeddings import make_embedder
 
-    params = params_from_args(args, None)
-    settings = settings_from_args(args)
-    dataset = from_folder(args.data_dir, args.val_dir, params.val_split, params.seed)
-    embedder = make_embedder(params.backbone, cli_cache_dir(settings), settings.device, settings.feature_engine,
-                             settings.weights, settings.max_pixels)
+    params, settings, dataset, embedder = prepare_run(args, None)
     epochs = {mode: n for mode, n in ((Mode.TRANSFER, args.transfer_epochs), (Mode.FINETUNE, args.finetune_epochs)) if n is not None}
     report = compare_modes(dataset, params, args.out_dir, embedder=embedder, on_event=ProgressPrinter(), device=settings.device,
                            weights_path=settings.weights, max_pixels=settings.max_pixels, epochs=epochs)
@@ -203,15 +208,10 @@ def compare_table(report: dict[str, Any]) -> str:
 
 
 def command_health(args: argparse.Namespace) -> int:
-    from app.dataset import from_folder
-    from app.embeddings import make_embedder
+    from app.export import write_json
     from app.health import analyse_health
 
-    params = params_from_args(args, None)
-    settings = settings_from_args(args)
-    dataset = from_folder(args.data_dir, args.val_dir, params.val_split, params.seed)
-    embedder = make_embedder(params.backbone, cli_cache_dir(settings), settings.device, settings.feature_engine,
-                             settings.weights, settings.max_pixels)
+    params, _, dataset, embedder = prepare_run(args, None)
     report = analyse_health(dataset, embedder=embedder, params=params, curve=not args.no_curve, on_event=ProgressPrinter()).model_dump(mode="json")
     if args.json:
         write_json(args.json, report)
@@ -243,13 +243,6 @@ def command_serve(args: argparse.Namespace) -> int:
 
     serve(settings_from_args(args))
     return 0
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(data, indent=2, default=str))
-    partial.replace(path)
 
 
 def build_parser() -> argparse.ArgumentParser:

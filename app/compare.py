@@ -8,7 +8,6 @@ terminal event: Done (its metrics are the report), Failed or Cancelled.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -34,7 +33,7 @@ from app.events import (
     RunEvent,
     ignore_event,
 )
-from app.export import OnnxClassifier
+from app.export import OnnxClassifier, write_json
 from app.health import HealthReport, analyse_health
 from app.images import DEFAULT_MAX_PIXELS, model_input
 from app.pipeline import train_to_zip
@@ -403,12 +402,6 @@ class RunEvents:
             self._embed_started = now
         elif event.done >= event.total and self._embed_started is not None:
             self.embed_seconds = now - self._embed_started
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(json.dumps(data, indent=2))
-    partial.replace(path)
 
 
 def compare_modes(

@@ -210,6 +210,14 @@ def export_model_zip(result: TrainResult, out_path: Path, max_pixels: int = DEFA
     return metadata
 
 
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON report atomically (a partial file renamed into place), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(data, indent=2, default=str))
+    partial.replace(path)
+
+
 def read_zip_member(zip_path: Path, name: str) -> bytes:
     try:
         with zipfile.ZipFile(zip_path) as archive:
