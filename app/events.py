@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, TypeAdapter, model_serializer
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class RunEvent(BaseModel):
@@ -93,12 +93,8 @@ TrainingEvent = Annotated[
 TERMINAL_TYPES = frozenset({"done", "failed", "cancelled", "interrupted"})
 EventSink = Callable[[BaseModel], None]
 
-event_adapter: TypeAdapter[TrainingEvent] = TypeAdapter(TrainingEvent)
 
 
 def ignore_event(_event: BaseModel) -> None:
     """An event sink that drops everything (the default when nobody listens)."""
 
-
-def parse_event(data: dict[str, Any]) -> BaseModel:
-    return event_adapter.validate_python(data)

@@ -33,7 +33,6 @@ from app.embeddings import export_onnx
 from app.errors import ImageRejected, TeachboxError
 from app.images import DEFAULT_MAX_PIXELS, Preprocessing, decode_image, model_input
 from app.quantize import compare_models, quantize_model
-from app.schemas import TrainParams
 from app.training import Classifier, TrainResult, classification_metrics, make_head
 
 PARITY_PROB_TOLERANCE = 1e-4
@@ -305,6 +304,3 @@ def load_classifier(zip_path: Path) -> tuple[Classifier, dict[str, Any]]:
         model.load_state_dict(load_file(str(weights)))
     return model.eval(), metadata
 
-
-def params_from_metadata(metadata: dict[str, Any]) -> TrainParams:
-    return TrainParams.model_validate(metadata["params"])

@@ -137,12 +137,6 @@ class Job:
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
-    @property
-    def has_model(self) -> bool:
-        """A succeeded training, or a succeeded comparison one of whose models was kept."""
-        succeeded = self.status is JobStatus.SUCCEEDED
-        return succeeded and (self.kind is JobKind.TRAIN or self.kept_mode is not None)
-
 
 @dataclass(frozen=True)
 class StoredEvent:
