@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     sse_heartbeat_s: float = Field(15.0, gt=0, description="Seconds between heartbeat comments on an idle job event stream.")
     embed_on_upload: bool = Field(True, description="Compute the features of uploaded images in the background, so that a transfer-mode job only trains the head.")
     warm_models: int = Field(4, ge=1, description="How many trained models predict keeps loaded in memory.")
+    predict_max_batch: int = Field(16, ge=1, le=256, description="Most predict requests run together as one batch when they arrive at once (1 runs each alone).")
     shutdown_timeout_s: float = Field(10.0, gt=0, description="Seconds a shutdown waits for open requests and the running job before stopping them.")
 
     def resolved_cache_dir(self) -> Path:

@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import numpy as np
+from PIL import Image
 from pydantic import BaseModel
 
+from app.batching import BatchTiming, PredictBatcher
 from app.compare import compare_modes
 from app.config import Settings
 from app.dataset import from_items
@@ -31,6 +34,7 @@ from app.embeddings import Embedder, EmbeddingCache, make_embedder
 from app.errors import TeachboxError, TrainingCancelled
 from app.events import TERMINAL_TYPES, Cancelled, Done, Failed, Interrupted, Log
 from app.export import OnnxClassifier
+from app.images import model_input
 from app.pipeline import train_to_zip
 from app.public import Publisher
 from app.schemas import TrainParams
@@ -132,11 +136,18 @@ class EventLog:
 class WarmModels:
     """Exported models kept loaded for predict, a few at a time, least recently used dropped first."""
 
-    def __init__(self, store: Store, size: int) -> None:
+    def __init__(self, store: Store, size: int, max_batch: int = 16) -> None:
         self._store = store
         self._size = size
         self._lock = threading.Lock()
         self._models: OrderedDict[str, OnnxClassifier] = OrderedDict()
+        self.batcher = PredictBatcher(max_batch)
+
+    def predict(self, job: Job, image: Image.Image) -> tuple[list[str], np.ndarray, BatchTiming]:
+        """The labels and one image's probabilities, run together with any predictions queued beside it."""
+        classifier = self.get(job)
+        probabilities, timing = self.batcher.predict(classifier, model_input(image, classifier.preprocessing))
+        return classifier.labels, probabilities, timing
 
     def get(self, job: Job) -> OnnxClassifier:
         with self._lock:

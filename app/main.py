@@ -31,6 +31,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await anyio.to_thread.run_sync(app.state.runner.stop, app.state.settings.shutdown_timeout_s)
+        await anyio.to_thread.run_sync(app.state.models.batcher.stop)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.event_log = EventLog(store)
-    app.state.models = WarmModels(store, settings.warm_models)
+    app.state.models = WarmModels(store, settings.warm_models, settings.predict_max_batch)
     app.state.runner = InProcessRunner(store, app.state.event_log, app.state.models, settings)
     app.state.templates = Jinja2Templates(directory=TEMPLATES_DIR)
     app.state.is_stopping = lambda: False

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
+
+from fastapi import APIRouter, Response
 
 from app.api_models import Prediction, PredictResult
 from app.deps import (
@@ -23,9 +25,18 @@ router = APIRouter(tags=["predict"])
 
 @router.post("/api/projects/{pid}/predict", openapi_extra=multipart_body("file", many=False))
 def predict(
-    project: ProjectDep, form: FormDep, store: StoreDep, models: ModelsDep, settings: SettingsDep
+    project: ProjectDep,
+    form: FormDep,
+    store: StoreDep,
+    models: ModelsDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> PredictResult:
-    """Probabilities for every class, most likely first, from the latest succeeded job's model."""
+    """Probabilities for every class, most likely first, from the latest succeeded job's model.
+
+    Requests that arrive together are run as one batch. The `Server-Timing` header says where the
+    time went: decoding, waiting for the model, the model itself (and the batch it ran in).
+    """
     job = store.latest_model_job(project.id)
     if job is None:
         raise TeachboxError(
@@ -37,12 +48,15 @@ def predict(
     size = uploads[0].size or 0
     if size > settings.max_file_mb * 1e6:
         raise TeachboxError(file_too_large(size, settings), 413)
+    started = time.perf_counter()
     image = decode_image(uploads[0].file.read(), settings.max_pixels)
-    classifier = models.get(job)
-    probabilities = classifier.predict_images([image])[0]
-    ranked = sorted(
-        zip(classifier.labels, probabilities.tolist(), strict=True), key=lambda pair: -pair[1]
+    decode_ms = (time.perf_counter() - started) * 1000
+    labels, probabilities, timing = models.predict(job, image)
+    response.headers["Server-Timing"] = (
+        f"decode;dur={decode_ms:.1f}, queue;dur={timing.queued_s * 1000:.1f}, "
+        f'model;dur={timing.model_s * 1000:.1f};desc="batch of {timing.batch_size}"'
     )
+    ranked = sorted(zip(labels, probabilities.tolist(), strict=True), key=lambda pair: -pair[1])
     return PredictResult(
         predictions=[Prediction(label=label, probability=p) for label, p in ranked], job_id=job.id
     )

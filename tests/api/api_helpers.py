@@ -202,14 +202,14 @@ def files_under(root: Path) -> dict[str, bytes]:
     }
 
 
-def post_at_once(client: TestClient, url: str, body: dict[str, Any], count: int) -> list[httpx.Response]:
-    """`count` POSTs released together by a barrier, as racing browsers would send them."""
+def post_at_once(client: TestClient, url: str, count: int, **request: Any) -> list[httpx.Response]:
+    """`count` POSTs (each with `request`, e.g. json= or files=) released together by a barrier, as racing browsers would send them."""
     barrier = threading.Barrier(count)
     responses: list[httpx.Response] = []
 
     def post() -> None:
         barrier.wait()
-        responses.append(client.post(url, json=body))
+        responses.append(client.post(url, **request))
 
     threads = [threading.Thread(target=post) for _ in range(count)]
     for thread in threads:

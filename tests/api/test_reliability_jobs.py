@@ -85,7 +85,7 @@ def test_case_22_two_job_requests_at_once_give_one_202_and_one_409(
     client: TestClient, trainable: tuple[str, dict[str, str]]
 ) -> None:
     pid, _ = trainable
-    responses = post_at_once(client, f"/api/projects/{pid}/jobs", SLOW_JOB, 2)
+    responses = post_at_once(client, f"/api/projects/{pid}/jobs", 2, json=SLOW_JOB)
     accepted, refused = sorted(responses, key=lambda r: r.status_code)
     assert (accepted.status_code, refused.status_code) == (202, 409)
     jid = accepted.json()["id"]
