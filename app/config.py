@@ -18,27 +18,90 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TEACHBOX_", extra="ignore")
 
-    host: str = Field("127.0.0.1", description="Address the web server binds to. Keep 127.0.0.1 unless a reverse proxy sits in front.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the web server binds to. Keep 127.0.0.1 unless a reverse proxy sits in front.",
+    )
     port: int = Field(8000, ge=1, le=65535, description="Port the web server listens on.")
-    data_dir: Path = Field(default_factory=_default_data_dir, description="Where projects, images, models and the SQLite database are stored.")
-    cache_dir: Path | None = Field(None, description="Where embeddings and exported backbones are cached; defaults to DATA_DIR/cache.")
-    weights: Path | None = Field(None, description="An explicit pretrained-weights file for the backbone, used before torch's hub cache.")
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Where training runs: auto picks CUDA, then Apple's MPS, then the CPU.")
-    feature_engine: Literal["auto", "onnx", "torch"] = Field("auto", description="Engine for frozen-backbone features: auto uses ONNX Runtime on CPU and PyTorch on a GPU.")
-    max_file_mb: float = Field(20.0, gt=0, description="Largest single uploaded file, in megabytes; larger files are refused with 413.")
-    max_request_mb: float = Field(200.0, gt=0, description="Largest request body, in megabytes; larger requests are refused with 413.")
-    max_files_per_request: int = Field(500, ge=1, description="Most files accepted in one upload request.")
-    max_pixels: int = Field(40_000_000, ge=1, description="Largest image, in pixels (width x height), checked before decoding.")
-    max_import_mb: float = Field(1000.0, gt=0, description="Largest total uncompressed size of an imported zip, in megabytes.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where projects, images, models and the SQLite database are stored.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where embeddings and exported backbones are cached; defaults to DATA_DIR/cache.",
+    )
+    weights: Path | None = Field(
+        None,
+        description="An explicit pretrained-weights file for the backbone, used before torch's hub cache.",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where training runs: auto picks CUDA, then Apple's MPS, then the CPU."
+    )
+    feature_engine: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="Engine for frozen-backbone features: auto uses ONNX Runtime on CPU and PyTorch on a GPU.",
+    )
+    max_file_mb: float = Field(
+        20.0,
+        gt=0,
+        description="Largest single uploaded file, in megabytes; larger files are refused with 413.",
+    )
+    max_request_mb: float = Field(
+        200.0,
+        gt=0,
+        description="Largest request body, in megabytes; larger requests are refused with 413.",
+    )
+    max_files_per_request: int = Field(
+        500, ge=1, description="Most files accepted in one upload request."
+    )
+    max_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Largest image, in pixels (width x height), checked before decoding.",
+    )
+    max_import_mb: float = Field(
+        1000.0,
+        gt=0,
+        description="Largest total uncompressed size of an imported zip, in megabytes.",
+    )
     max_import_files: int = Field(20_000, ge=1, description="Most entries in an imported zip.")
-    upload_timeout_s: float = Field(60.0, gt=0, description="Seconds an upload may stall before the server gives up on it; also the window UPLOAD_MIN_KB_S is measured over.")
-    upload_min_kb_s: float = Field(5.0, ge=0, description="Slowest upload accepted, in kilobytes per second, averaged over each UPLOAD_TIMEOUT_S window; slower uploads are cut off with 408 (0 turns the rule off).")
-    max_import_ratio: float = Field(100.0, gt=1, description="Largest ratio of uncompressed to compressed size of an imported zip; more is refused as a zip bomb.")
-    sse_heartbeat_s: float = Field(15.0, gt=0, description="Seconds between heartbeat comments on an idle job event stream.")
-    embed_on_upload: bool = Field(True, description="Compute the features of uploaded images in the background, so that a transfer-mode job only trains the head.")
-    warm_models: int = Field(4, ge=1, description="How many trained models predict keeps loaded in memory.")
-    predict_max_batch: int = Field(16, ge=1, le=256, description="Most predict requests run together as one batch when they arrive at once (1 runs each alone).")
-    shutdown_timeout_s: float = Field(10.0, gt=0, description="Seconds a shutdown waits for open requests and the running job before stopping them.")
+    upload_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds an upload may stall before the server gives up on it; also the window UPLOAD_MIN_KB_S is measured over.",
+    )
+    upload_min_kb_s: float = Field(
+        5.0,
+        ge=0,
+        description="Slowest upload accepted, in kilobytes per second, averaged over each UPLOAD_TIMEOUT_S window; slower uploads are cut off with 408 (0 turns the rule off).",
+    )
+    max_import_ratio: float = Field(
+        100.0,
+        gt=1,
+        description="Largest ratio of uncompressed to compressed size of an imported zip; more is refused as a zip bomb.",
+    )
+    sse_heartbeat_s: float = Field(
+        15.0, gt=0, description="Seconds between heartbeat comments on an idle job event stream."
+    )
+    embed_on_upload: bool = Field(
+        True,
+        description="Compute the features of uploaded images in the background, so that a transfer-mode job only trains the head.",
+    )
+    warm_models: int = Field(
+        4, ge=1, description="How many trained models predict keeps loaded in memory."
+    )
+    predict_max_batch: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Most predict requests run together as one batch when they arrive at once (1 runs each alone).",
+    )
+    shutdown_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a shutdown waits for open requests and the running job before stopping them.",
+    )
 
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"

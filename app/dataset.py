@@ -50,7 +50,9 @@ class Dataset:
 def scan_folder(data_dir: Path) -> tuple[list[str], list[tuple[Path, str]]]:
     """Class names (sub-folder names, sorted) and every (image path, class name) inside them."""
     if not data_dir.is_dir():
-        raise TeachboxError(f"The data folder {data_dir} does not exist. Give a folder with one sub-folder per class.")
+        raise TeachboxError(
+            f"The data folder {data_dir} does not exist. Give a folder with one sub-folder per class."
+        )
     class_dirs = sorted(d for d in data_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     items = [(path, d.name) for d in class_dirs for path in list_image_files(d)]
     return [d.name for d in class_dirs], items
@@ -59,7 +61,10 @@ def scan_folder(data_dir: Path) -> tuple[list[str], list[tuple[Path, str]]]:
 def check_minimums(counts: dict[str, int]) -> None:
     """Raise a sentence that says what is missing when there is too little to train on."""
     if len(counts) < MIN_CLASSES:
-        raise TeachboxError(f"Training needs at least {MIN_CLASSES} classes; there is {len(counts)}. Add another class with images.", 422)
+        raise TeachboxError(
+            f"Training needs at least {MIN_CLASSES} classes; there is {len(counts)}. Add another class with images.",
+            422,
+        )
     short = [f"'{name}' has {n}" for name, n in counts.items() if n < MIN_IMAGES_PER_CLASS]
     if short:
         raise TeachboxError(
@@ -69,7 +74,9 @@ def check_minimums(counts: dict[str, int]) -> None:
         )
 
 
-def stratified_split(items: list[tuple[Path, int]], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def stratified_split(
+    items: list[tuple[Path, int]], val_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
     """Hold out `val_fraction` of each class (at least one image), the same way for the same seed."""
     by_label: dict[int, list[Path]] = defaultdict(list)
     for path, label in sorted(items, key=lambda item: (item[1], str(item[0]))):
@@ -106,11 +113,18 @@ def from_items(
     check_minimums({name: n + 1 for name, n in counts.items()} if counts else counts)
     unknown = sorted({n for _, n in val_items} - set(labels))
     if unknown:
-        raise TeachboxError(f"The validation folder has classes the training folder lacks: {', '.join(unknown)}. Rename or remove them.", 422)
-    return Dataset(labels, [Sample(p, index[n]) for p, n in items], [Sample(p, index[n]) for p, n in val_items])
+        raise TeachboxError(
+            f"The validation folder has classes the training folder lacks: {', '.join(unknown)}. Rename or remove them.",
+            422,
+        )
+    return Dataset(
+        labels, [Sample(p, index[n]) for p, n in items], [Sample(p, index[n]) for p, n in val_items]
+    )
 
 
-def from_folder(data_dir: Path, val_dir: Path | None = None, val_fraction: float = 0.15, seed: int = 0) -> Dataset:
+def from_folder(
+    data_dir: Path, val_dir: Path | None = None, val_fraction: float = 0.15, seed: int = 0
+) -> Dataset:
     labels, items = scan_folder(data_dir)
     val_items = scan_folder(val_dir)[1] if val_dir is not None else None
     return from_items(items, labels, val_items, val_fraction, seed)

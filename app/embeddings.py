@@ -54,7 +54,9 @@ class EmbeddingCache:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL)"
+            )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -76,7 +78,9 @@ class EmbeddingCache:
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
                 marks = ",".join("?" * len(chunk))
-                for key, blob in db.execute(f"SELECT key, vector FROM embeddings WHERE key IN ({marks})", chunk):
+                for key, blob in db.execute(
+                    f"SELECT key, vector FROM embeddings WHERE key IN ({marks})", chunk
+                ):
                     found[key] = np.frombuffer(blob, dtype=np.float32)
         return found
 
@@ -106,7 +110,9 @@ def resolve_device(device: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise TeachboxError("device is set to cuda but no CUDA GPU is visible. Use --device auto or cpu.")
+        raise TeachboxError(
+            "device is set to cuda but no CUDA GPU is visible. Use --device auto or cpu."
+        )
     return torch.device(device)
 
 
@@ -123,7 +129,9 @@ class TorchEngine:
         tensor = torch.from_numpy(batch)
         if self.device.type == "cuda":
             tensor = tensor.pin_memory()
-        tensor = tensor.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        tensor = tensor.to(self.device, non_blocking=True).contiguous(
+            memory_format=torch.channels_last
+        )
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             return self.model(tensor).float().cpu().numpy()
 
@@ -139,7 +147,9 @@ class OnnxEngine:
         options.intra_op_num_threads = os.cpu_count() or 1
         # Idle ORT threads would otherwise spin and starve the decoding threads that feed them.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(onnx_path), options, providers=["CPUExecutionProvider"]
+        )
         self.input_name = self.session.get_inputs()[0].name
         self.name = "onnxruntime-cpu"
 
@@ -173,7 +183,9 @@ _export_lock = threading.Lock()
 def backbone_onnx(backbone: str, cache_dir: Path, weights_path: Path | None = None) -> Path:
     """The cached ONNX export of a backbone, made and checked against PyTorch on first use."""
     spec = get_spec(backbone)
-    path = cache_dir / "backbones" / f"{backbone}-{expected_hash_prefix(spec)}-opset{ONNX_OPSET}.onnx"
+    path = (
+        cache_dir / "backbones" / f"{backbone}-{expected_hash_prefix(spec)}-opset{ONNX_OPSET}.onnx"
+    )
     with _export_lock:
         if path.is_file():
             return path
@@ -185,11 +197,19 @@ def backbone_onnx(backbone: str, cache_dir: Path, weights_path: Path | None = No
             expected = extractor(torch.from_numpy(probe)).numpy()
         if np.abs(OnnxEngine(path)(probe) - expected).max() > PARITY_TOLERANCE:
             path.unlink(missing_ok=True)
-            raise TeachboxError(f"The ONNX export of {backbone} disagrees with PyTorch. Set TEACHBOX_FEATURE_ENGINE=torch.")
+            raise TeachboxError(
+                f"The ONNX export of {backbone} disagrees with PyTorch. Set TEACHBOX_FEATURE_ENGINE=torch."
+            )
     return path
 
 
-def make_engine(backbone: str, cache_dir: Path, device: str = "auto", engine: str = "auto", weights_path: Path | None = None) -> FeatureEngine:
+def make_engine(
+    backbone: str,
+    cache_dir: Path,
+    device: str = "auto",
+    engine: str = "auto",
+    weights_path: Path | None = None,
+) -> FeatureEngine:
     """The fastest feature engine for this machine, unless `engine` names one."""
     target = resolve_device(device)
     use_onnx = engine == "onnx" or (engine == "auto" and target.type == "cpu")
@@ -206,7 +226,11 @@ class EmbedResult:
     seconds: float = 0.0
 
     def matrix(self, paths: Sequence[Path]) -> np.ndarray:
-        return np.stack([self.vectors[p] for p in paths]) if paths else np.zeros((0, 0), dtype=np.float32)
+        return (
+            np.stack([self.vectors[p] for p in paths])
+            if paths
+            else np.zeros((0, 0), dtype=np.float32)
+        )
 
 
 def _prepare(path: Path, prep: Preprocessing, max_pixels: int) -> np.ndarray | str:
@@ -246,7 +270,9 @@ class Embedder:
         prep = get_spec(self.backbone).preprocessing
         result = EmbedResult(vectors={})
         with ThreadPoolExecutor(self.workers, thread_name_prefix="embed") as pool:
-            keys = [EmbeddingCache.key(self.backbone, digest) for digest in pool.map(file_sha256, paths)]
+            keys = [
+                EmbeddingCache.key(self.backbone, digest) for digest in pool.map(file_sha256, paths)
+            ]
             cached = self.cache.get_many(sorted(set(keys)))
             todo = [(path, key) for path, key in zip(paths, keys, strict=True) if key not in cached]
             for path, key in zip(paths, keys, strict=True):
@@ -276,7 +302,12 @@ class Embedder:
         for index in range(len(batches) + 2):
             if index < len(batches):
                 batch = batches[index]
-                window.append((batch, [pool.submit(_prepare, path, prep, self.max_pixels) for path, _ in batch]))
+                window.append(
+                    (
+                        batch,
+                        [pool.submit(_prepare, path, prep, self.max_pixels) for path, _ in batch],
+                    )
+                )
             if len(window) > 2 or (index >= len(batches) and window):
                 if should_stop():
                     for _, futures in window:
@@ -287,7 +318,9 @@ class Embedder:
                 if on_progress:
                     on_progress(done, len(todo))
 
-    def _run_batch(self, items: list[tuple[Path, str]], futures: list[Future], result: EmbedResult) -> int:
+    def _run_batch(
+        self, items: list[tuple[Path, str]], futures: list[Future], result: EmbedResult
+    ) -> int:
         arrays, good = [], []
         for (path, key), future in zip(items, futures, strict=True):
             prepared = future.result()
@@ -314,4 +347,9 @@ def make_embedder(
 ) -> Embedder:
     """An Embedder whose cache lives in `cache_dir` and whose engine is built on first use."""
     cache = EmbeddingCache(cache_dir / "embeddings.sqlite")
-    return Embedder(backbone, cache, lambda: make_engine(backbone, cache_dir, device, engine, weights_path), max_pixels=max_pixels)
+    return Embedder(
+        backbone,
+        cache,
+        lambda: make_engine(backbone, cache_dir, device, engine, weights_path),
+        max_pixels=max_pixels,
+    )

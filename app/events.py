@@ -11,7 +11,10 @@ from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_seri
 class RunEvent(BaseModel):
     """An event that a comparison tags with the run it belongs to, so one stream can carry two runs."""
 
-    run: str | None = Field(None, description="In a comparison, the run this event belongs to: transfer or finetune. Absent in a single training.")
+    run: str | None = Field(
+        None,
+        description="In a comparison, the run this event belongs to: transfer or finetune. Absent in a single training.",
+    )
 
     @model_serializer(mode="wrap")
     def _omit_absent_run(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -31,7 +34,9 @@ class Started(RunEvent):
     n_val: int
     labels: list[str]
     epochs: int
-    stages: list[str] = Field(description="The stages this run goes through, in order: embed, head, finetune, export.")
+    stages: list[str] = Field(
+        description="The stages this run goes through, in order: embed, head, finetune, export."
+    )
 
 
 class Progress(RunEvent):
@@ -88,13 +93,12 @@ class Interrupted(BaseModel):
 
 
 TrainingEvent = Annotated[
-    Started | Progress | Epoch | Log | Done | Failed | Cancelled | Interrupted, Field(discriminator="type")
+    Started | Progress | Epoch | Log | Done | Failed | Cancelled | Interrupted,
+    Field(discriminator="type"),
 ]
 TERMINAL_TYPES = frozenset({"done", "failed", "cancelled", "interrupted"})
 EventSink = Callable[[BaseModel], None]
 
 
-
 def ignore_event(_event: BaseModel) -> None:
     """An event sink that drops everything (the default when nobody listens)."""
-

@@ -40,8 +40,24 @@ PARITY_IMAGE_LIMIT = 128
 # Small batches keep the export's peak memory low on large projects; speed barely changes.
 PARITY_BATCH = 16
 INT8_MEMBER = "model.int8.onnx"
-ZIP_MEMBERS = ("model.onnx", "model.safetensors", "labels.txt", "metadata.json", "README.md", "predict.py")
-_PACKAGES = ("teachbox", "torch", "torchvision", "onnx", "onnxruntime", "pillow", "numpy", "safetensors")
+ZIP_MEMBERS = (
+    "model.onnx",
+    "model.safetensors",
+    "labels.txt",
+    "metadata.json",
+    "README.md",
+    "predict.py",
+)
+_PACKAGES = (
+    "teachbox",
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxruntime",
+    "pillow",
+    "numpy",
+    "safetensors",
+)
 
 PREDICT_PY = '''\
 """Classify images with this model: python predict.py IMAGE [IMAGE ...]  (pip install onnxruntime pillow numpy)"""
@@ -108,9 +124,19 @@ def build_metadata(result: TrainResult, parity: dict[str, Any]) -> dict[str, Any
         "interpolation": "bilinear",
         "mean": list(prep.mean),
         "std": list(prep.std),
-        "input": {"name": "input", "layout": "NCHW", "color": "RGB", "dtype": "float32",
-                  "scaling": "pixels / 255, then (x - mean) / std", "shape": ["batch", 3, prep.crop_size, prep.crop_size]},
-        "output": {"name": "probabilities", "kind": "probabilities", "shape": ["batch", len(result.labels)]},
+        "input": {
+            "name": "input",
+            "layout": "NCHW",
+            "color": "RGB",
+            "dtype": "float32",
+            "scaling": "pixels / 255, then (x - mean) / std",
+            "shape": ["batch", 3, prep.crop_size, prep.crop_size],
+        },
+        "output": {
+            "name": "probabilities",
+            "kind": "probabilities",
+            "shape": ["batch", len(result.labels)],
+        },
         "backbone": result.params.backbone,
         "mode": result.params.mode.value,
         "params": result.params.resolved(),
@@ -136,8 +162,11 @@ def fused_for_inference(model: torch.nn.Module) -> torch.nn.Module:
     return fused.to(memory_format=torch.channels_last)
 
 
-def check_parity(model: Classifier, onnx_path: Path, paths: list[Path], prep: Preprocessing, max_pixels: int) -> dict[str, Any]:
+def check_parity(
+    model: Classifier, onnx_path: Path, paths: list[Path], prep: Preprocessing, max_pixels: int
+) -> dict[str, Any]:
     """Run the validation images through PyTorch and ONNX Runtime; they must agree on every top-1."""
+
     def prepare(path: Path) -> np.ndarray | None:
         try:
             return model_input(path, prep, max_pixels=max_pixels)
@@ -145,7 +174,9 @@ def check_parity(model: Classifier, onnx_path: Path, paths: list[Path], prep: Pr
             return None
 
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-        inputs = [array for array in pool.map(prepare, paths[:PARITY_IMAGE_LIMIT]) if array is not None]
+        inputs = [
+            array for array in pool.map(prepare, paths[:PARITY_IMAGE_LIMIT]) if array is not None
+        ]
     if not inputs:
         return {"images": 0, "top1_agree": True, "max_abs_diff": 0.0, "passed": True}
     batch = np.stack(inputs)
@@ -153,20 +184,35 @@ def check_parity(model: Classifier, onnx_path: Path, paths: list[Path], prep: Pr
     options.enable_cpu_mem_arena = False
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     starts = range(0, len(batch), PARITY_BATCH)
-    onnx_probs = np.concatenate([session.run(None, {"input": batch[i : i + PARITY_BATCH]})[0] for i in starts])
+    onnx_probs = np.concatenate(
+        [session.run(None, {"input": batch[i : i + PARITY_BATCH]})[0] for i in starts]
+    )
     reference = fused_for_inference(model)
     with torch.inference_mode():
-        torch_probs = torch.cat([
-            reference(torch.from_numpy(batch[i : i + PARITY_BATCH]).contiguous(memory_format=torch.channels_last))
-            for i in starts
-        ]).numpy()
+        torch_probs = torch.cat(
+            [
+                reference(
+                    torch.from_numpy(batch[i : i + PARITY_BATCH]).contiguous(
+                        memory_format=torch.channels_last
+                    )
+                )
+                for i in starts
+            ]
+        ).numpy()
     diff = float(np.abs(onnx_probs - torch_probs).max())
     agree = bool((onnx_probs.argmax(1) == torch_probs.argmax(1)).all())
-    return {"images": len(batch), "top1_agree": agree, "max_abs_diff": diff, "tolerance": PARITY_PROB_TOLERANCE,
-            "passed": agree and diff < PARITY_PROB_TOLERANCE}
+    return {
+        "images": len(batch),
+        "top1_agree": agree,
+        "max_abs_diff": diff,
+        "tolerance": PARITY_PROB_TOLERANCE,
+        "passed": agree and diff < PARITY_PROB_TOLERANCE,
+    }
 
 
-def export_model_zip(result: TrainResult, out_path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
+def export_model_zip(
+    result: TrainResult, out_path: Path, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> dict[str, Any]:
     """Write the model zip atomically and return its metadata; refuse an export that fails parity."""
     model = result.model.eval().to("cpu")
     prep = get_spec(result.params.backbone).preprocessing
@@ -177,22 +223,43 @@ def export_model_zip(result: TrainResult, out_path: Path, max_pixels: int = DEFA
         onnx.checker.check_model(str(folder / "model.onnx"), full_check=True)
         parity = check_parity(model, folder / "model.onnx", result.val_paths, prep, max_pixels)
         if not parity["passed"]:
-            raise TeachboxError(f"The exported model disagrees with PyTorch ({parity}). Train again, or report this as a bug.", 500)
+            raise TeachboxError(
+                f"The exported model disagrees with PyTorch ({parity}). Train again, or report this as a bug.",
+                500,
+            )
         members = list(ZIP_MEMBERS)
         int8_report = None
         if result.params.int8:
-            quantize_model(folder / "model.onnx", folder / INT8_MEMBER, result.train_paths, prep, max_pixels)
-            int8_report = compare_models(folder / "model.onnx", folder / INT8_MEMBER, result.val_paths, result.val_labels, prep, max_pixels)
+            quantize_model(
+                folder / "model.onnx", folder / INT8_MEMBER, result.train_paths, prep, max_pixels
+            )
+            int8_report = compare_models(
+                folder / "model.onnx",
+                folder / INT8_MEMBER,
+                result.val_paths,
+                result.val_labels,
+                prep,
+                max_pixels,
+            )
             members.append(INT8_MEMBER)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            str(folder / "model.safetensors"),
+        )
         metadata = build_metadata(result, parity)
         if int8_report is not None:
             metadata["int8"] = int8_report
         texts = {
             "labels.txt": "\n".join(result.labels) + "\n",
             "metadata.json": json.dumps(metadata, indent=2),
-            "README.md": README_MD.format(title="Teachbox model", mode=metadata["mode"], backbone=metadata["backbone"],
-                                          accuracy=f"{result.metrics['val_accuracy']:.3f}", size=prep.crop_size, resize=prep.resize_size),
+            "README.md": README_MD.format(
+                title="Teachbox model",
+                mode=metadata["mode"],
+                backbone=metadata["backbone"],
+                accuracy=f"{result.metrics['val_accuracy']:.3f}",
+                size=prep.crop_size,
+                resize=prep.resize_size,
+            ),
             "predict.py": PREDICT_PY,
         }
         for name, text in texts.items():
@@ -202,7 +269,11 @@ def export_model_zip(result: TrainResult, out_path: Path, max_pixels: int = DEFA
             for name in members:
                 # Float weights barely compress; storing them saves a second per export.
                 binary = name.endswith((".onnx", ".safetensors"))
-                archive.write(folder / name, name, compress_type=zipfile.ZIP_STORED if binary else zipfile.ZIP_DEFLATED)
+                archive.write(
+                    folder / name,
+                    name,
+                    compress_type=zipfile.ZIP_STORED if binary else zipfile.ZIP_DEFLATED,
+                )
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())
         partial.replace(out_path)
@@ -222,7 +293,9 @@ def read_zip_member(zip_path: Path, name: str) -> bytes:
         with zipfile.ZipFile(zip_path) as archive:
             return archive.read(name)
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise TeachboxError(f"{zip_path} is not a Teachbox model zip ({exc}). Give the .zip that `teachbox train` wrote.") from None
+        raise TeachboxError(
+            f"{zip_path} is not a Teachbox model zip ({exc}). Give the .zip that `teachbox train` wrote."
+        ) from None
 
 
 @dataclass
@@ -237,7 +310,9 @@ class OnnxClassifier:
         metadata = json.loads(read_zip_member(zip_path, "metadata.json"))
         options = ort.SessionOptions()
         options.intra_op_num_threads = os.cpu_count() or 1
-        session = ort.InferenceSession(read_zip_member(zip_path, "model.onnx"), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            read_zip_member(zip_path, "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
         return cls(session, metadata)
 
     @property
@@ -247,7 +322,9 @@ class OnnxClassifier:
     @property
     def preprocessing(self) -> Preprocessing:
         m = self.metadata
-        return Preprocessing(int(m["resize_size"]), int(m["image_size"]), tuple(m["mean"]), tuple(m["std"]))
+        return Preprocessing(
+            int(m["resize_size"]), int(m["image_size"]), tuple(m["mean"]), tuple(m["std"])
+        )
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"input": batch})[0]
@@ -256,20 +333,28 @@ class OnnxClassifier:
         prep = self.preprocessing
         return self.predict_arrays(np.stack([model_input(image, prep) for image in images]))
 
-    def predict_bytes(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, float]]:
+    def predict_bytes(
+        self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> list[tuple[str, float]]:
         """(label, probability) pairs, most likely first."""
         probs = self.predict_images([decode_image(data, max_pixels)])[0]
-        return sorted(zip(self.labels, (float(p) for p in probs), strict=True), key=lambda pair: -pair[1])
+        return sorted(
+            zip(self.labels, (float(p) for p in probs), strict=True), key=lambda pair: -pair[1]
+        )
 
 
-def evaluate_zip(zip_path: Path, data_dir: Path, batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
+def evaluate_zip(
+    zip_path: Path, data_dir: Path, batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> dict[str, Any]:
     """Score the exported model on a class-per-folder tree with ONNX Runtime."""
     classifier = OnnxClassifier.from_zip(zip_path)
     labels = classifier.labels
     _, items = scan_folder(data_dir)
     unknown = sorted({name for _, name in items} - set(labels))
     if unknown:
-        raise TeachboxError(f"{data_dir} has classes the model does not know: {', '.join(unknown)}. The model knows: {', '.join(labels)}.")
+        raise TeachboxError(
+            f"{data_dir} has classes the model does not know: {', '.join(unknown)}. The model knows: {', '.join(labels)}."
+        )
     prep = classifier.preprocessing
     probs, targets, paths, skipped = [], [], [], []
     for start in range(0, len(items), batch_size):
@@ -285,8 +370,12 @@ def evaluate_zip(zip_path: Path, data_dir: Path, batch_size: int = 32, max_pixel
         if arrays:
             probs.append(classifier.predict_arrays(np.stack(arrays)))
     if not targets:
-        raise TeachboxError(f"No readable images were found in {data_dir}. Give a folder with one sub-folder per class.")
-    metrics = classification_metrics(torch.from_numpy(np.concatenate(probs)), torch.tensor(targets), labels, paths)
+        raise TeachboxError(
+            f"No readable images were found in {data_dir}. Give a folder with one sub-folder per class."
+        )
+    metrics = classification_metrics(
+        torch.from_numpy(np.concatenate(probs)), torch.tensor(targets), labels, paths
+    )
     metrics["accuracy"] = metrics.pop("val_accuracy")
     metrics["n_images"] = metrics.pop("n_val")
     metrics["skipped"] = skipped
@@ -297,10 +386,12 @@ def load_classifier(zip_path: Path) -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the PyTorch model from a zip's safetensors (no pickle), e.g. to continue training."""
     metadata = json.loads(read_zip_member(zip_path, "metadata.json"))
     spec = get_spec(metadata["backbone"])
-    model = Classifier(build_backbone(spec.name, pretrained=False), make_head(spec.feature_dim, len(metadata["labels"])))
+    model = Classifier(
+        build_backbone(spec.name, pretrained=False),
+        make_head(spec.feature_dim, len(metadata["labels"])),
+    )
     with tempfile.TemporaryDirectory() as scratch:
         weights = Path(scratch) / "model.safetensors"
         weights.write_bytes(read_zip_member(zip_path, "model.safetensors"))
         model.load_state_dict(load_file(str(weights)))
     return model.eval(), metadata
-

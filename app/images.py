@@ -68,13 +68,19 @@ def _open(data: bytes) -> Image.Image:
         raise ImageRejected("The file is empty. Choose a JPEG, PNG, WebP, BMP or GIF image.")
     other = _sniff_other_format(data[:1024])
     if other is not None:
-        raise ImageRejected(f"{other} files are not accepted. Convert it to {ACCEPTED_FORMATS_TEXT} and upload it again.")
+        raise ImageRejected(
+            f"{other} files are not accepted. Convert it to {ACCEPTED_FORMATS_TEXT} and upload it again."
+        )
     try:
         return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
-        raise ImageRejected(f"This file is not an image Teachbox can read. Use {ACCEPTED_FORMATS_TEXT}.") from None
+        raise ImageRejected(
+            f"This file is not an image Teachbox can read. Use {ACCEPTED_FORMATS_TEXT}."
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageRejected(f"The image header is damaged ({exc}). Re-save the image and upload it again.") from None
+        raise ImageRejected(
+            f"The image header is damaged ({exc}). Re-save the image and upload it again."
+        ) from None
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
@@ -118,7 +124,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return _sixteen_bit_to_eight(image).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
         return _flatten_alpha(image)
     return image.convert("RGB")
 
@@ -141,14 +149,19 @@ def decode_image(
         upright = ImageOps.exif_transpose(image)
         return to_rgb(upright if upright is not None else image)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise ImageRejected(f"The image is corrupt or truncated ({exc}). Re-save it and upload it again.") from None
+        raise ImageRejected(
+            f"The image is corrupt or truncated ({exc}). Re-save it and upload it again."
+        ) from None
 
 
 def resize_and_crop(image: Image.Image, prep: Preprocessing) -> Image.Image:
     """Resize the shorter side to `resize_size` (bilinear, antialiased) and take the centre crop."""
     width, height = image.size
     scale = prep.resize_size / min(width, height)
-    new_size = (max(prep.crop_size, round(width * scale)), max(prep.crop_size, round(height * scale)))
+    new_size = (
+        max(prep.crop_size, round(width * scale)),
+        max(prep.crop_size, round(height * scale)),
+    )
     resized = image.resize(new_size, Image.Resampling.BILINEAR)
     left = (new_size[0] - prep.crop_size) // 2
     top = (new_size[1] - prep.crop_size) // 2
@@ -158,12 +171,17 @@ def resize_and_crop(image: Image.Image, prep: Preprocessing) -> Image.Image:
 def normalise(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     """RGB pixels to a float32 CHW array: scaled to [0, 1], then (x - mean) / std."""
     array = np.asarray(image, dtype=np.float32) / 255.0
-    array = (array - np.asarray(prep.mean, dtype=np.float32)) / np.asarray(prep.std, dtype=np.float32)
+    array = (array - np.asarray(prep.mean, dtype=np.float32)) / np.asarray(
+        prep.std, dtype=np.float32
+    )
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 def model_input(
-    source: bytes | Path | Image.Image, prep: Preprocessing, max_pixels: int = DEFAULT_MAX_PIXELS, fast: bool = False
+    source: bytes | Path | Image.Image,
+    prep: Preprocessing,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    fast: bool = False,
 ) -> np.ndarray:
     """Decode (unless already decoded), resize, crop and normalise one image for the network.
 
@@ -180,5 +198,7 @@ def model_input(
 def list_image_files(folder: Path) -> list[Path]:
     """Image-looking files directly inside `folder`, sorted by name (hidden files skipped)."""
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     )

@@ -146,7 +146,9 @@ class WarmModels:
     def predict(self, job: Job, image: Image.Image) -> tuple[list[str], np.ndarray, BatchTiming]:
         """The labels and one image's probabilities, run together with any predictions queued beside it."""
         classifier = self.get(job)
-        probabilities, timing = self.batcher.predict(classifier, model_input(image, classifier.preprocessing))
+        probabilities, timing = self.batcher.predict(
+            classifier, model_input(image, classifier.preprocessing)
+        )
         return classifier.labels, probabilities, timing
 
     def get(self, job: Job) -> OnnxClassifier:

@@ -17,8 +17,23 @@ from app.schemas import TrainParams
 from app.training import StopCheck, TrainResult, fit, never_stop
 
 # Metrics that belong in the terminal event; the full history is already in the epoch events.
-SUMMARY_KEYS = ("val_accuracy", "per_class", "confusion_matrix", "labels", "misclassified", "n_train", "n_val",
-                "epochs_run", "train_seconds", "export_seconds", "device", "history", "skipped", "parity", "int8")
+SUMMARY_KEYS = (
+    "val_accuracy",
+    "per_class",
+    "confusion_matrix",
+    "labels",
+    "misclassified",
+    "n_train",
+    "n_val",
+    "epochs_run",
+    "train_seconds",
+    "export_seconds",
+    "device",
+    "history",
+    "skipped",
+    "parity",
+    "int8",
+)
 
 
 def train_to_zip(
@@ -35,8 +50,16 @@ def train_to_zip(
 ) -> dict[str, Any]:
     """Train, export and verify; emit Done, Failed or Cancelled last; return the zip's metadata."""
     try:
-        result = fit(dataset, params, embedder=embedder, on_event=on_event, should_stop=should_stop,
-                     device=device, weights_path=weights_path, max_pixels=max_pixels)
+        result = fit(
+            dataset,
+            params,
+            embedder=embedder,
+            on_event=on_event,
+            should_stop=should_stop,
+            device=device,
+            weights_path=weights_path,
+            max_pixels=max_pixels,
+        )
         if should_stop():
             raise TrainingCancelled
         on_event(Progress(stage="export", done=0, total=1))
@@ -54,10 +77,20 @@ def train_to_zip(
         on_event(Failed(error=exc.message))
         raise
     except Exception as exc:
-        on_event(Failed(error=f"Training failed unexpectedly: {exc!r}. Check the server log; try again or report it."))
+        on_event(
+            Failed(
+                error=f"Training failed unexpectedly: {exc!r}. Check the server log; try again or report it."
+            )
+        )
         raise
     summary = {key: metadata["metrics"].get(key) for key in SUMMARY_KEYS}
-    on_event(Done(val_accuracy=result.metrics["val_accuracy"], train_seconds=result.train_seconds, metrics=summary))
+    on_event(
+        Done(
+            val_accuracy=result.metrics["val_accuracy"],
+            train_seconds=result.train_seconds,
+            metrics=summary,
+        )
+    )
     return metadata
 
 
@@ -67,5 +100,8 @@ def _export(result: TrainResult, out_path: Path, max_pixels: int) -> dict[str, A
         return export_model_zip(result, out_path, max_pixels=max_pixels)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise TeachboxError("The disk is full, so the model could not be saved. Free some space, then train again.", 507) from None
+            raise TeachboxError(
+                "The disk is full, so the model could not be saved. Free some space, then train again.",
+                507,
+            ) from None
         raise

@@ -100,7 +100,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """True for an accelerator running out of memory: an error a smaller batch may avoid."""
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
-    return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in _OUT_OF_MEMORY_MARKERS)
+    return isinstance(exc, RuntimeError) and any(
+        marker in str(exc) for marker in _OUT_OF_MEMORY_MARKERS
+    )
 
 
 def release_accelerator_memory() -> None:
@@ -130,7 +132,9 @@ class Embedded:
     y_val: torch.Tensor
 
 
-def embed_dataset(data: Dataset, embedder: Embedder, on_event: EventSink, should_stop: StopCheck) -> tuple[Dataset, Embedded]:
+def embed_dataset(
+    data: Dataset, embedder: Embedder, on_event: EventSink, should_stop: StopCheck
+) -> tuple[Dataset, Embedded]:
     """Embeddings for every image (cached ones reused); unreadable images are reported and dropped."""
     started = time.perf_counter()
 
@@ -146,7 +150,9 @@ def embed_dataset(data: Dataset, embedder: Embedder, on_event: EventSink, should
     clean = data.without(set(result.rejected))
     clean.skipped = data.skipped + list(result.rejected.items())
     if not clean.train or not clean.val:
-        raise TeachboxError("No readable images are left after skipping the unreadable ones. Add valid images.", 422)
+        raise TeachboxError(
+            "No readable images are left after skipping the unreadable ones. Add valid images.", 422
+        )
 
     def tensors(samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(result.matrix([s.path for s in samples]).astype(np.float32))
@@ -192,7 +198,9 @@ def train_head(
     generator: torch.Generator,
 ) -> list[dict[str, Any]]:
     """Adam on cached embeddings; the head ends at its best validation epoch."""
-    optimiser = torch.optim.Adam(head.parameters(), lr=params.learning_rate, weight_decay=WEIGHT_DECAY)
+    optimiser = torch.optim.Adam(
+        head.parameters(), lr=params.learning_rate, weight_decay=WEIGHT_DECAY
+    )
     history: list[dict[str, Any]] = []
     best = (-1.0, math.inf)
     best_state = copy.deepcopy(head.state_dict())
@@ -201,8 +209,16 @@ def train_head(
         train = _head_epoch(head, optimiser, emb, params, epoch, should_stop, generator)
         head.eval()
         val = evaluate_logits(head(emb.x_val), emb.y_val)
-        event = Epoch(stage=stage, epoch=epoch, epochs=epochs, train_loss=train.loss, train_acc=train.acc,
-                      val_loss=val.loss, val_acc=val.acc, seconds=time.perf_counter() - tick)
+        event = Epoch(
+            stage=stage,
+            epoch=epoch,
+            epochs=epochs,
+            train_loss=train.loss,
+            train_acc=train.acc,
+            val_loss=val.loss,
+            val_acc=val.acc,
+            seconds=time.perf_counter() - tick,
+        )
         on_event(event)
         history.append(event.model_dump(exclude={"type"}))
         if (val.acc, -val.loss) > (best[0], -best[1]):
@@ -254,7 +270,9 @@ def bf16_supported_on_cpu() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def freeze_for_finetune(extractor: FeatureExtractor, block_names: list[str], n_unfreeze: int) -> tuple[nn.Module, nn.Module]:
+def freeze_for_finetune(
+    extractor: FeatureExtractor, block_names: list[str], n_unfreeze: int
+) -> tuple[nn.Module, nn.Module]:
     """Split the features into a frozen prefix and a trainable suffix of the last `n_unfreeze` blocks."""
     blocks = list(extractor.features.children())
     cut = len(blocks) - n_unfreeze
@@ -305,23 +323,40 @@ class FinetuneLoader:
     workers: int = 2
 
     def _load(self, sample: Sample, seed: int) -> np.ndarray:
-        image = decode_image(sample.path, self.max_pixels, draft_shorter_side=2 * self.prep.resize_size)
+        image = decode_image(
+            sample.path, self.max_pixels, draft_shorter_side=2 * self.prep.resize_size
+        )
         if not self.train:
             return model_input(image, self.prep)
         return normalise(augment(image, self.prep, random.Random(seed)), self.prep)
 
     def batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(self.samples), generator=generator).tolist() if self.train else list(range(len(self.samples)))
+        order = (
+            torch.randperm(len(self.samples), generator=generator).tolist()
+            if self.train
+            else list(range(len(self.samples)))
+        )
         seeds = torch.randint(0, 2**31 - 1, (len(order),), generator=generator).tolist()
         chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         with ThreadPoolExecutor(self.workers, thread_name_prefix="finetune-data") as pool:
             pending = None
             for chunk in [*chunks, None]:
-                upcoming = [pool.submit(self._load, self.samples[i], seeds[i]) for i in chunk] if chunk is not None else None
+                upcoming = (
+                    [pool.submit(self._load, self.samples[i], seeds[i]) for i in chunk]
+                    if chunk is not None
+                    else None
+                )
                 if pending is not None:
                     arrays, labels = pending
-                    yield torch.from_numpy(np.stack([f.result() for f in arrays])), torch.tensor(labels)
-                pending = (upcoming, [self.samples[i].label for i in chunk]) if chunk is not None else None
+                    yield (
+                        torch.from_numpy(np.stack([f.result() for f in arrays])),
+                        torch.tensor(labels),
+                    )
+                pending = (
+                    (upcoming, [self.samples[i].label for i in chunk])
+                    if chunk is not None
+                    else None
+                )
 
     def __len__(self) -> int:
         return math.ceil(len(self.samples) / self.batch_size)
@@ -330,10 +365,21 @@ class FinetuneLoader:
 class FinetuneRunner:
     """Runs the frozen prefix without autograd and trains the suffix and head, mixed-precision where it pays."""
 
-    def __init__(self, model: Classifier, prefix: nn.Module, suffix: nn.Module, device: torch.device, params: TrainParams) -> None:
+    def __init__(
+        self,
+        model: Classifier,
+        prefix: nn.Module,
+        suffix: nn.Module,
+        device: torch.device,
+        params: TrainParams,
+    ) -> None:
         self.model, self.prefix, self.suffix, self.device = model, prefix, suffix, device
         self.autocast_dtype = self._autocast_dtype(device)
-        self.scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and self.autocast_dtype == torch.float16 else None
+        self.scaler = (
+            torch.amp.GradScaler("cuda")
+            if device.type == "cuda" and self.autocast_dtype == torch.float16
+            else None
+        )
         head_lr = params.learning_rate
         self.optimiser = torch.optim.AdamW(
             [
@@ -358,13 +404,19 @@ class FinetuneRunner:
         return x, y.to(self.device, non_blocking=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
             with torch.no_grad():
                 frozen = self.prefix(x)
             pooled = torch.flatten(nn.functional.adaptive_avg_pool2d(self.suffix(frozen), 1), 1)
             return self.model.head(pooled).float()
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, params: TrainParams) -> tuple[float, int]:
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor, epoch: int, params: TrainParams
+    ) -> tuple[float, int]:
         x, y = self._to_device(x, y)
         logits = self.forward(x)
         loss = nn.functional.cross_entropy(logits, y)
@@ -380,7 +432,9 @@ class FinetuneRunner:
         return loss.item() * len(y), int((logits.argmax(1) == y).sum())
 
     @torch.no_grad()
-    def predict(self, loader: FinetuneLoader, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(
+        self, loader: FinetuneLoader, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.model.eval()
         outputs, targets = [], []
         for x, y in loader.batches(generator):
@@ -389,7 +443,9 @@ class FinetuneRunner:
         return torch.cat(outputs), torch.cat(targets)
 
 
-def warmup_cosine(optimiser: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(
+    optimiser: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over the first epoch, then cosine decay to zero.
 
     Without the warm-up, Adam's first full-size steps knock the unfrozen blocks (whose BatchNorm
@@ -417,34 +473,65 @@ def run_finetune(
     spec = get_spec(params.backbone)
     prep = spec.preprocessing
     model.to(device, memory_format=FINETUNE_MEMORY_FORMAT)
-    prefix, suffix = freeze_for_finetune(model.extractor, spec.block_names, params.resolved_unfreeze_blocks)
+    prefix, suffix = freeze_for_finetune(
+        model.extractor, spec.block_names, params.resolved_unfreeze_blocks
+    )
     runner = FinetuneRunner(model, prefix, suffix, device, params)
-    train_loader = FinetuneLoader(data.train, prep, params.batch_size, train=True, max_pixels=max_pixels)
-    val_loader = FinetuneLoader(data.val, prep, params.batch_size, train=False, max_pixels=max_pixels)
+    train_loader = FinetuneLoader(
+        data.train, prep, params.batch_size, train=True, max_pixels=max_pixels
+    )
+    val_loader = FinetuneLoader(
+        data.val, prep, params.batch_size, train=False, max_pixels=max_pixels
+    )
     epochs = params.resolved_epochs
-    scheduler = warmup_cosine(runner.optimiser, total_steps=epochs * len(train_loader), warmup_steps=len(train_loader))
+    scheduler = warmup_cosine(
+        runner.optimiser, total_steps=epochs * len(train_loader), warmup_steps=len(train_loader)
+    )
     val_logits, val_targets = runner.predict(val_loader, generator)
     best_acc = evaluate_logits(val_logits, val_targets).acc
     best_state, best_outputs = copy.deepcopy(model.state_dict()), (val_logits, val_targets)
     history: list[dict[str, Any]] = []
     for epoch in range(1, epochs + 1):
         tick = time.perf_counter()
-        train = _finetune_epoch(runner, scheduler, train_loader, params, epoch, epochs, on_event, should_stop, generator)
+        train = _finetune_epoch(
+            runner, scheduler, train_loader, params, epoch, epochs, on_event, should_stop, generator
+        )
         val_logits, val_targets = runner.predict(val_loader, generator)
         val = evaluate_logits(val_logits, val_targets)
-        event = Epoch(stage="finetune", epoch=epoch, epochs=epochs, train_loss=train.loss, train_acc=train.acc,
-                      val_loss=val.loss, val_acc=val.acc, seconds=time.perf_counter() - tick)
+        event = Epoch(
+            stage="finetune",
+            epoch=epoch,
+            epochs=epochs,
+            train_loss=train.loss,
+            train_acc=train.acc,
+            val_loss=val.loss,
+            val_acc=val.acc,
+            seconds=time.perf_counter() - tick,
+        )
         on_event(event)
         history.append(event.model_dump(exclude={"type"}))
         if val.acc > best_acc:
-            best_acc, best_state, best_outputs = val.acc, copy.deepcopy(model.state_dict()), (val_logits, val_targets)
+            best_acc, best_state, best_outputs = (
+                val.acc,
+                copy.deepcopy(model.state_dict()),
+                (val_logits, val_targets),
+            )
     model.load_state_dict(best_state)
     model.requires_grad_(True)
     return history, *best_outputs
 
 
-def _finetune_epoch(runner: FinetuneRunner, scheduler, loader: FinetuneLoader, params: TrainParams, epoch: int, epochs: int,
-                    on_event: EventSink, should_stop: StopCheck, generator: torch.Generator) -> EpochStats:
+def _finetune_epoch(
+    runner: FinetuneRunner,
+    scheduler,
+    loader: FinetuneLoader,
+    params: TrainParams,
+    epoch: int,
+    epochs: int,
+    on_event: EventSink,
+    should_stop: StopCheck,
+    generator: torch.Generator,
+) -> EpochStats:
     runner.model.train()
     keep_batchnorm_frozen(runner.model)
     total_loss, correct, seen = 0.0, 0, 0
@@ -456,15 +543,25 @@ def _finetune_epoch(runner: FinetuneRunner, scheduler, loader: FinetuneLoader, p
         scheduler.step()
         total_loss, correct, seen = total_loss + loss_sum, correct + n_correct, seen + len(y)
         elapsed = time.perf_counter() - started
-        on_event(Progress(stage="finetune", epoch=epoch, done=step, total=len(loader),
-                          eta_s=elapsed / step * (len(loader) - step) + elapsed / step * len(loader) * (epochs - epoch)))
+        on_event(
+            Progress(
+                stage="finetune",
+                epoch=epoch,
+                done=step,
+                total=len(loader),
+                eta_s=elapsed / step * (len(loader) - step)
+                + elapsed / step * len(loader) * (epochs - epoch),
+            )
+        )
     return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1))
 
 
 # ---------------------------------------------------------------- metrics and the entry point
 
 
-def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, labels: list[str], paths: list[Path]) -> dict[str, Any]:
+def classification_metrics(
+    probs: torch.Tensor, targets: torch.Tensor, labels: list[str], paths: list[Path]
+) -> dict[str, Any]:
     """Accuracy, per-class accuracy, confusion matrix (rows: true, columns: predicted) and the mistakes."""
     predicted = probs.argmax(1)
     n = len(labels)
@@ -472,12 +569,21 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, labels: l
     for t, p in zip(targets.tolist(), predicted.tolist(), strict=True):
         confusion[t, p] += 1
     per_class = {
-        label: (confusion[i, i].item() / row_total if (row_total := int(confusion[i].sum())) else None)
+        label: (
+            confusion[i, i].item() / row_total if (row_total := int(confusion[i].sum())) else None
+        )
         for i, label in enumerate(labels)
     }
     mistakes = [
-        {"path": str(path), "true": labels[t], "predicted": labels[p], "probability": round(float(probs[i, p]), 4)}
-        for i, (path, t, p) in enumerate(zip(paths, targets.tolist(), predicted.tolist(), strict=True))
+        {
+            "path": str(path),
+            "true": labels[t],
+            "predicted": labels[p],
+            "probability": round(float(probs[i, p]), 4),
+        }
+        for i, (path, t, p) in enumerate(
+            zip(paths, targets.tolist(), predicted.tolist(), strict=True)
+        )
         if t != p
     ]
     return {
@@ -506,8 +612,18 @@ def fit(
     target = resolve_device(device)
     spec = get_spec(params.backbone)
     stages = ["embed", "head"] + (["finetune"] if params.mode is Mode.FINETUNE else []) + ["export"]
-    on_event(Started(mode=params.mode.value, backbone=params.backbone, device=target.type, n_train=len(data.train),
-                     n_val=len(data.val), labels=data.labels, epochs=params.resolved_epochs, stages=stages))
+    on_event(
+        Started(
+            mode=params.mode.value,
+            backbone=params.backbone,
+            device=target.type,
+            n_train=len(data.train),
+            n_val=len(data.val),
+            labels=data.labels,
+            epochs=params.resolved_epochs,
+            stages=stages,
+        )
+    )
     generator = seed_everything(params.seed)
     clean, emb = embed_dataset(data, embedder, on_event, should_stop)
     head = make_head(spec.feature_dim, len(clean.labels))
@@ -515,8 +631,14 @@ def fit(
     history = train_head(head, emb, params, head_epochs, "head", on_event, should_stop, generator)
     model = Classifier(build_backbone(params.backbone, weights_path).eval(), head)
     if params.mode is Mode.FINETUNE:
-        on_event(Log(message=f"Fine-tuning the last {params.resolved_unfreeze_blocks} blocks on {target.type}."))
-        more, logits, targets = run_finetune(model, clean, params, target, on_event, should_stop, generator, max_pixels)
+        on_event(
+            Log(
+                message=f"Fine-tuning the last {params.resolved_unfreeze_blocks} blocks on {target.type}."
+            )
+        )
+        more, logits, targets = run_finetune(
+            model, clean, params, target, on_event, should_stop, generator, max_pixels
+        )
         history += more
         probs = torch.softmax(logits, 1)
         model.to("cpu", memory_format=torch.contiguous_format)
@@ -528,8 +650,23 @@ def fit(
     metrics = classification_metrics(probs, targets, clean.labels, [s.path for s in clean.val])
     seconds = time.perf_counter() - started
     metrics.update(
-        n_train=len(clean.train), epochs_run=len(history), train_seconds=round(seconds, 3), device=target.type,
-        history=history, skipped=[{"path": str(p), "reason": r} for p, r in clean.skipped],
+        n_train=len(clean.train),
+        epochs_run=len(history),
+        train_seconds=round(seconds, 3),
+        device=target.type,
+        history=history,
+        skipped=[{"path": str(p), "reason": r} for p, r in clean.skipped],
     )
-    return TrainResult(clean.labels, params, model, history, metrics, [s.path for s in clean.val], seconds, target.type,
-                       clean.skipped, [s.label for s in clean.val], [s.path for s in clean.train])
+    return TrainResult(
+        clean.labels,
+        params,
+        model,
+        history,
+        metrics,
+        [s.path for s in clean.val],
+        seconds,
+        target.type,
+        clean.skipped,
+        [s.label for s in clean.val],
+        [s.path for s in clean.train],
+    )

@@ -56,15 +56,21 @@ def handwritten_refeed_epoch(data: Dataset, batch_size: int = 32) -> float:
     for start in range(0, len(data.train), batch_size):
         samples = data.train[start : start + batch_size]
         with torch.no_grad():
-            features = backbone(torch.from_numpy(np.stack([model_input(s.path, prep) for s in samples])))
-        loss = torch.nn.functional.cross_entropy(head(features), torch.tensor([s.label for s in samples]))
+            features = backbone(
+                torch.from_numpy(np.stack([model_input(s.path, prep) for s in samples]))
+            )
+        loss = torch.nn.functional.cross_entropy(
+            head(features), torch.tensor([s.label for s in samples])
+        )
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     return time.perf_counter() - started
 
 
-def finetune_epoch_seconds(data: Dataset, cache: Path, fast: bool, epochs: int) -> tuple[float, float]:
+def finetune_epoch_seconds(
+    data: Dataset, cache: Path, fast: bool, epochs: int
+) -> tuple[float, float]:
     """Median seconds of a fine-tune epoch and the validation accuracy, with or without our speed-ups."""
     import app.training as training
 
@@ -74,8 +80,16 @@ def finetune_epoch_seconds(data: Dataset, cache: Path, fast: bool, epochs: int) 
         training.FINETUNE_MEMORY_FORMAT = torch.contiguous_format
     seconds: list[float] = []
     try:
-        result = fit(data, TrainParams(mode=Mode.FINETUNE, epochs=epochs, seed=0), embedder=make_embedder("mobilenet_v2", cache),
-                     on_event=lambda e: seconds.append(e.seconds) if getattr(e, "stage", "") == "finetune" and e.type == "epoch" else None)
+        result = fit(
+            data,
+            TrainParams(mode=Mode.FINETUNE, epochs=epochs, seed=0),
+            embedder=make_embedder("mobilenet_v2", cache),
+            on_event=lambda e: (
+                seconds.append(e.seconds)
+                if getattr(e, "stage", "") == "finetune" and e.type == "epoch"
+                else None
+            ),
+        )
     finally:
         training.bf16_supported_on_cpu, training.FINETUNE_MEMORY_FORMAT = saved
     return statistics.median(seconds), result.metrics["val_accuracy"]
@@ -108,8 +122,18 @@ def predict_p50(zip_path: Path, image: Path, runs: int = 50) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--refeed-epochs", type=int, default=2, help="Epochs of the naive loop to time (then scaled).")
-    parser.add_argument("--finetune-epochs", type=int, default=3, help="Fine-tune epochs per variant (accuracy compared after them).")
+    parser.add_argument(
+        "--refeed-epochs",
+        type=int,
+        default=2,
+        help="Epochs of the naive loop to time (then scaled).",
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=3,
+        help="Fine-tune epochs per variant (accuracy compared after them).",
+    )
     args = parser.parse_args()
     data = from_folder(args.data, None, 0.15, 0)
     paths = [s.path for s in data.train + data.val]
@@ -126,23 +150,44 @@ def main() -> None:
         tick = time.perf_counter()
         make_embedder("mobilenet_v2", floor_cache).embed(paths)
         floor = time.perf_counter() - tick
-        rows.append(("backbone pass, ours (ONNX Runtime, decoding included)", f"{floor:.2f} s, {n / floor:.0f} images/s"))
+        rows.append(
+            (
+                "backbone pass, ours (ONNX Runtime, decoding included)",
+                f"{floor:.2f} s, {n / floor:.0f} images/s",
+            )
+        )
 
         eager = eager_pass(paths)
-        rows.append(("backbone pass, hand-written PyTorch eager fp32", f"{eager:.2f} s, {n / eager:.0f} images/s"))
+        rows.append(
+            (
+                "backbone pass, hand-written PyTorch eager fp32",
+                f"{eager:.2f} s, {n / eager:.0f} images/s",
+            )
+        )
 
         cold = scratch / "cold"
         shutil.copytree(backbone_cache, cold / "backbones")
         params = TrainParams(seed=0)
         result = fit(data, params, embedder=make_embedder("mobilenet_v2", cold))
-        rows.append(("transfer train_seconds, cold cache", f"{result.train_seconds:.2f} s (val acc {result.metrics['val_accuracy']:.3f})"))
+        rows.append(
+            (
+                "transfer train_seconds, cold cache",
+                f"{result.train_seconds:.2f} s (val acc {result.metrics['val_accuracy']:.3f})",
+            )
+        )
         rows.append(("  ratio to our backbone pass", f"{result.train_seconds / floor:.2f}x"))
         rows.append(("  ratio to the eager pass", f"{result.train_seconds / eager:.2f}x"))
 
-        per_epoch = statistics.median(handwritten_refeed_epoch(data) for _ in range(args.refeed_epochs))
+        per_epoch = statistics.median(
+            handwritten_refeed_epoch(data) for _ in range(args.refeed_epochs)
+        )
         naive = per_epoch * params.resolved_epochs
-        rows.append((f"hand-written loop re-running the backbone, {params.resolved_epochs} epochs",
-                     f"{naive:.1f} s (median epoch {per_epoch:.2f} s x {params.resolved_epochs})"))
+        rows.append(
+            (
+                f"hand-written loop re-running the backbone, {params.resolved_epochs} epochs",
+                f"{naive:.1f} s (median epoch {per_epoch:.2f} s x {params.resolved_epochs})",
+            )
+        )
         rows.append(("  ours as a fraction of it", f"{result.train_seconds / naive:.3f}x"))
 
         added = from_folder(args.data, None, 0.15, 0)
@@ -152,7 +197,9 @@ def main() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             from PIL import Image
 
-            Image.open(sample.path).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(target)
+            Image.open(sample.path).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+                target
+            )
             added.train.append(type(sample)(target, sample.label))
         again = fit(added, params, embedder=make_embedder("mobilenet_v2", cold))
         rows.append(("retrain after adding 10 images (warm cache)", f"{again.train_seconds:.2f} s"))
@@ -160,21 +207,46 @@ def main() -> None:
         tick = time.perf_counter()
         export_model_zip(result, scratch / "model.zip")
         rows.append(("export + parity check", f"{time.perf_counter() - tick:.2f} s"))
-        rows.append(("backbone alone, ONNX Runtime, batch 32 (no decoding)", f"{backbone_throughput(warm):.0f} images/s"))
-        rows.append(("predict p50, one image through the exported model", f"{predict_p50(scratch / 'model.zip', paths[0]):.1f} ms"))
+        rows.append(
+            (
+                "backbone alone, ONNX Runtime, batch 32 (no decoding)",
+                f"{backbone_throughput(warm):.0f} images/s",
+            )
+        )
+        rows.append(
+            (
+                "predict p50, one image through the exported model",
+                f"{predict_p50(scratch / 'model.zip', paths[0]):.1f} ms",
+            )
+        )
 
-        fast_epoch, fast_acc = finetune_epoch_seconds(data, cold, fast=True, epochs=args.finetune_epochs)
-        slow_epoch, slow_acc = finetune_epoch_seconds(data, cold, fast=False, epochs=args.finetune_epochs)
-        rows.append((f"fine-tune epoch, ours (channels_last, bf16 autocast where supported), {args.finetune_epochs} epochs",
-                     f"{fast_epoch:.2f} s median (val acc {fast_acc:.3f})"))
-        rows.append(("fine-tune epoch, fp32 NCHW eager, same run", f"{slow_epoch:.2f} s median (val acc {slow_acc:.3f})"))
+        fast_epoch, fast_acc = finetune_epoch_seconds(
+            data, cold, fast=True, epochs=args.finetune_epochs
+        )
+        slow_epoch, slow_acc = finetune_epoch_seconds(
+            data, cold, fast=False, epochs=args.finetune_epochs
+        )
+        rows.append(
+            (
+                f"fine-tune epoch, ours (channels_last, bf16 autocast where supported), {args.finetune_epochs} epochs",
+                f"{fast_epoch:.2f} s median (val acc {fast_acc:.3f})",
+            )
+        )
+        rows.append(
+            (
+                "fine-tune epoch, fp32 NCHW eager, same run",
+                f"{slow_epoch:.2f} s median (val acc {slow_acc:.3f})",
+            )
+        )
         rows.append(("  speed-up", f"{slow_epoch / fast_epoch:.2f}x"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     device = resolve_device("auto").type
-    print(f"Teachbox engine benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, device {device}, torch {torch.__version__}, {n} images from {args.data}")
+    print(
+        f"Teachbox engine benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, device {device}, torch {torch.__version__}, {n} images from {args.data}"
+    )
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"| {name:<{width}} | {value} |")

@@ -66,8 +66,13 @@ def synthesise(source: Path, target: Path, count: int, seed: int, start: int = 0
 
 
 def train_in_child(data_dir: Path, cache: Path, out: Path) -> dict:
-    result = subprocess.run([sys.executable, "-c", CHILD, str(data_dir), str(cache), str(out)], capture_output=True,
-                            text=True, check=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(data_dir), str(cache), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -88,10 +93,14 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"{args.images} synthetic images from {args.source} (made in {made:.0f} s)")
-    print(f"| cold transfer training | train_seconds {cold['train_seconds']:.1f} s, wall {cold['wall_seconds']:.1f} s, "
-          f"val acc {cold['val_accuracy']:.3f}, peak RSS {cold['peak_rss_mb']:.0f} MB |")
-    print(f"| retrain after adding 100 images | train_seconds {warm['train_seconds']:.1f} s, wall {warm['wall_seconds']:.1f} s, "
-          f"peak RSS {warm['peak_rss_mb']:.0f} MB |")
+    print(
+        f"| cold transfer training | train_seconds {cold['train_seconds']:.1f} s, wall {cold['wall_seconds']:.1f} s, "
+        f"val acc {cold['val_accuracy']:.3f}, peak RSS {cold['peak_rss_mb']:.0f} MB |"
+    )
+    print(
+        f"| retrain after adding 100 images | train_seconds {warm['train_seconds']:.1f} s, wall {warm['wall_seconds']:.1f} s, "
+        f"peak RSS {warm['peak_rss_mb']:.0f} MB |"
+    )
 
 
 if __name__ == "__main__":

@@ -41,10 +41,16 @@ def train_small_project(client: httpx.Client, data: Path) -> str:
     pid = client.post("/api/projects", json={"name": "predict bench"}).json()["id"]
     for folder in sorted(d for d in data.iterdir() if d.is_dir())[:2]:
         cid = client.post(f"/api/projects/{pid}/classes", json={"name": folder.name}).json()["id"]
-        files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in sorted(folder.glob("*.jpg"))[:10]]
+        files = [
+            ("files", (p.name, p.read_bytes(), "image/jpeg"))
+            for p in sorted(folder.glob("*.jpg"))[:10]
+        ]
         client.post(f"/api/projects/{pid}/classes/{cid}/images", files=files).raise_for_status()
     jid = client.post(f"/api/projects/{pid}/jobs", json={"mode": "transfer"}).json()["id"]
-    while (status := client.get(f"/api/jobs/{jid}").json()["status"]) not in ("succeeded", "failed"):
+    while (status := client.get(f"/api/jobs/{jid}").json()["status"]) not in (
+        "succeeded",
+        "failed",
+    ):
         time.sleep(0.1)
     assert status == "succeeded", status
     return pid
@@ -59,7 +65,9 @@ def server_timing(header: str) -> dict[str, float]:
     return parts
 
 
-def one_at_a_time(client: httpx.Client, pid: str, files: dict) -> tuple[list[float], list[dict[str, float]]]:
+def one_at_a_time(
+    client: httpx.Client, pid: str, files: dict
+) -> tuple[list[float], list[dict[str, float]]]:
     for _ in range(5):
         client.post(f"/api/projects/{pid}/predict", files=files).raise_for_status()
     timings, breakdowns = [], []
@@ -113,12 +121,16 @@ def main() -> None:
             tick = time.perf_counter()
             model.predict_images([decode_image(photo.read_bytes())])
             in_process.append(time.perf_counter() - tick)
-        print(f"| decode + model in this process, one {photo.stat().st_size // 1024} KB photo | p50 {p50_ms(in_process):.1f} ms |")
+        print(
+            f"| decode + model in this process, one {photo.stat().st_size // 1024} KB photo | p50 {p50_ms(in_process):.1f} ms |"
+        )
 
         timings, breakdowns = one_at_a_time(batched.client, pid, files)
         parts = {name: statistics.median(b[name] for b in breakdowns) for name in breakdowns[0]}
-        print(f"| predict through the API, one request at a time | p50 {p50_ms(timings):.1f} ms "
-              f"(server: decode {parts['decode']:.1f}, queue {parts['queue']:.1f}, model {parts['model']:.1f} ms) |")
+        print(
+            f"| predict through the API, one request at a time | p50 {p50_ms(timings):.1f} ms "
+            f"(server: decode {parts['decode']:.1f}, queue {parts['queue']:.1f}, model {parts['model']:.1f} ms) |"
+        )
 
         rate, latencies = many_at_once(batched.url, pid, files, args.clients)
         os.environ["TEACHBOX_PREDICT_MAX_BATCH"] = "1"
@@ -129,9 +141,13 @@ def main() -> None:
             rate_alone, latencies_alone = many_at_once(unbatched.url, pid, files, args.clients)
         finally:
             unbatched.close()
-        print(f"| {args.clients} clients at once, batched (default) | {rate:.0f} requests/s, p50 {p50_ms(latencies):.1f} ms |")
-        print(f"| {args.clients} clients at once, TEACHBOX_PREDICT_MAX_BATCH=1 | {rate_alone:.0f} requests/s, "
-              f"p50 {p50_ms(latencies_alone):.1f} ms |")
+        print(
+            f"| {args.clients} clients at once, batched (default) | {rate:.0f} requests/s, p50 {p50_ms(latencies):.1f} ms |"
+        )
+        print(
+            f"| {args.clients} clients at once, TEACHBOX_PREDICT_MAX_BATCH=1 | {rate_alone:.0f} requests/s, "
+            f"p50 {p50_ms(latencies_alone):.1f} ms |"
+        )
         print(f"| batching speed-up under load | {rate / rate_alone:.2f}x requests/s |")
     finally:
         batched.close()

@@ -35,7 +35,11 @@ def upload(client: httpx.Client, data: Path) -> tuple[str, int, float]:
         paths = sorted(folder.glob("*.jpg"))
         for i in range(0, len(paths), 20):
             files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths[i : i + 20]]
-            added += len(client.post(f"/api/projects/{pid}/classes/{cid}/images", files=files).json()["added"])
+            added += len(
+                client.post(f"/api/projects/{pid}/classes/{cid}/images", files=files).json()[
+                    "added"
+                ]
+            )
     return pid, added, time.perf_counter() - started
 
 
@@ -72,27 +76,39 @@ def main() -> None:
     client = server.client
     try:
         pid, added, ingest = upload(client, args.data)
-        print(f"| upload ingest | {added} images in {ingest:.2f} s = {added / ingest:.0f} images/s |")
+        print(
+            f"| upload ingest | {added} images in {ingest:.2f} s = {added / ingest:.0f} images/s |"
+        )
         settle = time.perf_counter()
         while client.get(f"/api/projects/{pid}").json()["pending_embeddings"]:
             time.sleep(0.05)
-        print(f"| background embeddings settled after the last upload | {time.perf_counter() - settle:.2f} s |")
+        print(
+            f"| background embeddings settled after the last upload | {time.perf_counter() - settle:.2f} s |"
+        )
         latencies: list[float] = []
         stop = threading.Event()
         for run in range(args.runs):
-            poller = threading.Thread(target=poll_health, args=(server.url, stop, latencies)) if run == args.runs - 1 else None
+            poller = (
+                threading.Thread(target=poll_health, args=(server.url, stop, latencies))
+                if run == args.runs - 1
+                else None
+            )
             if poller:
                 poller.start()
             first, done, job = train_once(client, pid)
             note = ", /api/health polled meanwhile" if poller else ""
-            print(f"| transfer job {run + 1}{note} | first event {first * 1000:.0f} ms, train-to-done {done:.2f} s, "
-                  f"status {job['status']}, val acc {job['metrics']['val_accuracy']:.3f} |")
+            print(
+                f"| transfer job {run + 1}{note} | first event {first * 1000:.0f} ms, train-to-done {done:.2f} s, "
+                f"status {job['status']}, val acc {job['metrics']['val_accuracy']:.3f} |"
+            )
         stop.set()
         if poller:
             poller.join()
         latencies.sort()
-        print(f"| /api/health while training | n={len(latencies)}, p50 {statistics.median(latencies) * 1000:.1f} ms, "
-              f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms |")
+        print(
+            f"| /api/health while training | n={len(latencies)}, p50 {statistics.median(latencies) * 1000:.1f} ms, "
+            f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms |"
+        )
         photo = next(args.data.glob("*/*.jpg"))
         files = {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
         client.post(f"/api/projects/{pid}/predict", files=files)
@@ -101,7 +117,9 @@ def main() -> None:
             tick = time.perf_counter()
             client.post(f"/api/projects/{pid}/predict", files=files).raise_for_status()
             timings.append(time.perf_counter() - tick)
-        print(f"| predict through the API, one {photo.stat().st_size // 1024} KB photo | p50 {statistics.median(timings) * 1000:.1f} ms |")
+        print(
+            f"| predict through the API, one {photo.stat().st_size // 1024} KB photo | p50 {statistics.median(timings) * 1000:.1f} ms |"
+        )
     finally:
         server.close()
 

@@ -15,7 +15,9 @@ SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 def shared_dataset(name: str) -> Path:
     path = SHARED_DATASETS / name
     if not path.is_dir():
-        pytest.skip(f"{path} is absent: the shared photo sets live beside the repository in ../shared/datasets")
+        pytest.skip(
+            f"{path} is absent: the shared photo sets live beside the repository in ../shared/datasets"
+        )
     return path
 
 
@@ -29,16 +31,26 @@ def clothing() -> Path:
     return shared_dataset("clothing-dev")
 
 
-def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), seed: int = 0, fmt: str = "JPEG") -> Path:
+def write_image(
+    path: Path,
+    colour: tuple[int, int, int],
+    size: tuple[int, int] = (64, 48),
+    seed: int = 0,
+    fmt: str = "JPEG",
+) -> Path:
     """A real image file: a flat colour with seeded noise, so that near-identical files still differ."""
     rng = np.random.default_rng(seed)
-    pixels = np.clip(np.array(colour, dtype=np.int16) + rng.integers(-25, 26, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    pixels = np.clip(
+        np.array(colour, dtype=np.int16) + rng.integers(-25, 26, (size[1], size[0], 3)), 0, 255
+    ).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels, "RGB").save(path, fmt)
     return path
 
 
-def make_colour_dataset(root: Path, per_class: int = 8, classes: dict[str, tuple[int, int, int]] | None = None) -> Path:
+def make_colour_dataset(
+    root: Path, per_class: int = 8, classes: dict[str, tuple[int, int, int]] | None = None
+) -> Path:
     """A class-per-folder tree of small synthetic photos that a frozen backbone separates easily."""
     classes = classes or {"red": (200, 30, 30), "blue": (30, 40, 200)}
     for index, (name, colour) in enumerate(classes.items()):

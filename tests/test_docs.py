@@ -26,7 +26,9 @@ def test_every_setting_is_documented_with_its_default(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(TrainParams.model_fields))
 def test_every_training_parameter_is_documented(name: str) -> None:
-    assert re.search(rf"^\| {name} \|", README, re.MULTILINE), f"README's parameter table lacks {name}"
+    assert re.search(rf"^\| {name} \|", README, re.MULTILINE), (
+        f"README's parameter table lacks {name}"
+    )
 
 
 def test_every_cli_command_is_documented() -> None:

@@ -133,19 +133,28 @@ def test_predict_uses_the_latest_model(trained: dict[str, Any]) -> None:
     assert blue.json()["predictions"][0]["label"] == "blue"
 
 
-def test_predictions_sent_together_run_as_batches_and_match_one_at_a_time(trained: dict[str, Any]) -> None:
+def test_predictions_sent_together_run_as_batches_and_match_one_at_a_time(
+    trained: dict[str, Any],
+) -> None:
     client, pid = trained["client"], trained["pid"]
     url = f"/api/projects/{pid}/predict"
     photo = {"file": ("x.jpg", image_bytes(RED, seed=997), "image/jpeg")}
     alone = client.post(url, files=photo)
-    assert 'model;dur=' in alone.headers["server-timing"] and "batch of 1" in alone.headers["server-timing"]
+    assert (
+        "model;dur=" in alone.headers["server-timing"]
+        and "batch of 1" in alone.headers["server-timing"]
+    )
     together = post_at_once(client, url, 16, files=photo)
     assert [r.status_code for r in together] == [200] * 16
     for response in together:
-        for mine, single in zip(response.json()["predictions"], alone.json()["predictions"], strict=True):
+        for mine, single in zip(
+            response.json()["predictions"], alone.json()["predictions"], strict=True
+        ):
             assert mine["label"] == single["label"]
             assert mine["probability"] == pytest.approx(single["probability"], abs=1e-5)
-    batch_sizes = [int(r.headers["server-timing"].rsplit("batch of ", 1)[1].rstrip('"')) for r in together]
+    batch_sizes = [
+        int(r.headers["server-timing"].rsplit("batch of ", 1)[1].rstrip('"')) for r in together
+    ]
     assert max(batch_sizes) > 1, f"16 requests sent at once never shared a batch: {batch_sizes}"
 
 

@@ -18,7 +18,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     checkpoint = hub_checkpoint_dir() / BACKBONES["mobilenet_v2"].filename
     if checkpoint.is_file():
         return
-    skip = pytest.mark.skip(reason=f"{checkpoint} is missing: run `make setup` (it calls `teachbox weights`)")
+    skip = pytest.mark.skip(
+        reason=f"{checkpoint} is missing: run `make setup` (it calls `teachbox weights`)"
+    )
     for item in items:
         if "weights" in item.keywords:
             item.add_marker(skip)
@@ -40,8 +42,15 @@ def session_colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_zip(tmp_path_factory: pytest.TempPathFactory, session_colours: Path, embedder: Embedder) -> tuple[Path, dict]:
+def trained_zip(
+    tmp_path_factory: pytest.TempPathFactory, session_colours: Path, embedder: Embedder
+) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("model") / "model.zip"
     params = TrainParams(epochs=15, seed=3)
-    metadata = train_to_zip(from_folder(session_colours, None, params.val_split, params.seed), params, out, embedder=embedder)
+    metadata = train_to_zip(
+        from_folder(session_colours, None, params.val_split, params.seed),
+        params,
+        out,
+        embedder=embedder,
+    )
     return out, metadata

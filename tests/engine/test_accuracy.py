@@ -14,7 +14,9 @@ from app.schemas import TrainParams
 pytestmark = [pytest.mark.weights, pytest.mark.datasets, pytest.mark.slow]
 
 
-def test_transfer_on_flowers_scores_at_least_085_on_unseen_val(flowers: Path, embedder, tmp_path: Path) -> None:
+def test_transfer_on_flowers_scores_at_least_085_on_unseen_val(
+    flowers: Path, embedder, tmp_path: Path
+) -> None:
     params = TrainParams(seed=0)
     data = from_folder(flowers / "train", None, params.val_split, params.seed)
     train_to_zip(data, params, tmp_path / "flowers.zip", embedder=embedder)

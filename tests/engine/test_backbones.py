@@ -25,10 +25,16 @@ def test_every_backbone_lists_its_blocks_and_feature_size() -> None:
         assert len(spec.block_names) > spec.default_unfreeze_blocks
 
 
-def test_missing_weights_name_the_file_the_url_and_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache; the download fails offline
+def test_missing_weights_name_the_file_the_url_and_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "TORCH_HOME", str(tmp_path)
+    )  # an empty hub cache; the download fails offline
     spec = BACKBONES["mobilenet_v3_small"]
-    monkeypatch.setattr(spec.weights.value, "url", "http://127.0.0.1:9/mobilenet_v3_small-047dcff4.pth")
+    monkeypatch.setattr(
+        spec.weights.value, "url", "http://127.0.0.1:9/mobilenet_v3_small-047dcff4.pth"
+    )
     with pytest.raises(TeachboxError) as caught:
         find_weights(spec)
     message = caught.value.message

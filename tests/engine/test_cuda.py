@@ -17,7 +17,10 @@ from app.training import fit
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.weights,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine; these tests run where one is present"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(),
+        reason="no CUDA GPU on this machine; these tests run where one is present",
+    ),
 ]
 
 
@@ -28,7 +31,9 @@ def test_gpu_features_match_cpu_onnx_features(cache_dir: Path) -> None:
     np.testing.assert_allclose(gpu, cpu, atol=5e-2, rtol=5e-2)  # half-precision autocast on the GPU
 
 
-def test_finetune_runs_on_cuda_with_mixed_precision(session_colours: Path, embedder: Embedder) -> None:
+def test_finetune_runs_on_cuda_with_mixed_precision(
+    session_colours: Path, embedder: Embedder
+) -> None:
     params = TrainParams(mode=Mode.FINETUNE, epochs=1, batch_size=8)
     result = fit(from_folder(session_colours), params, embedder=embedder, device="cuda")
     assert result.device == "cuda" and result.metrics["val_accuracy"] == 1.0

@@ -34,24 +34,34 @@ def test_explicit_validation_folder(tmp_path: Path) -> None:
     data = from_folder(train, val)
     assert len(data.train) == 10 and len(data.val) == 4
     write_image(tmp_path / "val" / "green" / "g.jpg", (0, 200, 0))
-    with pytest.raises(TeachboxError, match="The validation folder has classes the training folder lacks: green"):
+    with pytest.raises(
+        TeachboxError, match="The validation folder has classes the training folder lacks: green"
+    ):
         from_folder(train, val)
 
 
 def test_one_class_is_not_enough(tmp_path: Path) -> None:
     make_colour_dataset(tmp_path, classes={"only": (1, 2, 3)})
-    with pytest.raises(TeachboxError, match="Training needs at least 2 classes; there is 1. Add another class with images."):
+    with pytest.raises(
+        TeachboxError,
+        match="Training needs at least 2 classes; there is 1. Add another class with images.",
+    ):
         from_folder(tmp_path)
 
 
 def test_too_few_images_names_the_class(tmp_path: Path) -> None:
     items = [(Path(f"a{i}.jpg"), "cats") for i in range(5)] + [(Path("d.jpg"), "dogs")]
-    with pytest.raises(TeachboxError, match=f"Each class needs at least {MIN_IMAGES_PER_CLASS} images: 'dogs' has 1. Add images to it."):
+    with pytest.raises(
+        TeachboxError,
+        match=f"Each class needs at least {MIN_IMAGES_PER_CLASS} images: 'dogs' has 1. Add images to it.",
+    ):
         from_items(items)
 
 
 def test_missing_folder_says_what_to_give(tmp_path: Path) -> None:
-    with pytest.raises(TeachboxError, match="does not exist. Give a folder with one sub-folder per class."):
+    with pytest.raises(
+        TeachboxError, match="does not exist. Give a folder with one sub-folder per class."
+    ):
         from_folder(tmp_path / "nope")
 
 

@@ -40,14 +40,19 @@ def test_unreadable_images_are_reported_not_fatal(tmp_path: Path) -> None:
     bad.write_bytes(b"<html>not a photo</html>")
     result = make_embedder("mobilenet_v2", tmp_path / "cache").embed([good, bad])
     assert set(result.vectors) == {good}
-    assert result.rejected == {bad: "HTML files are not accepted. Convert it to JPEG, PNG, WebP, BMP or GIF and upload it again."}
+    assert result.rejected == {
+        bad: "HTML files are not accepted. Convert it to JPEG, PNG, WebP, BMP or GIF and upload it again."
+    }
 
 
 def test_onnx_and_torch_engines_agree(tmp_path: Path, cache_dir: Path) -> None:
     from app.backbones import get_spec
 
     prep = get_spec("mobilenet_v2").preprocessing
-    images = [write_image(tmp_path / f"{i}.jpg", (40 * i, 100, 200 - 30 * i), size=(300, 200), seed=i) for i in range(4)]
+    images = [
+        write_image(tmp_path / f"{i}.jpg", (40 * i, 100, 200 - 30 * i), size=(300, 200), seed=i)
+        for i in range(4)
+    ]
     batch = np.stack([model_input(p, prep) for p in images])
     onnx_vectors = OnnxEngine(backbone_onnx("mobilenet_v2", cache_dir))(batch)
     torch_vectors = TorchEngine(build_backbone("mobilenet_v2"), torch.device("cpu"))(batch)

@@ -25,9 +25,16 @@ def png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def marked_image() -> Image.Image:
@@ -40,8 +47,16 @@ def marked_image() -> Image.Image:
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied(orientation: int) -> None:
     # Store the pixels so that, once the EXIF transform is applied, red is top-left again.
-    inverse = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+    inverse = {
+        1: None,
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }
     upright = marked_image()
     stored = upright if inverse[orientation] is None else upright.transpose(inverse[orientation])
     exif = Image.Exif()
@@ -76,7 +91,11 @@ def test_transparency_goes_onto_white() -> None:
 
 
 def test_one_bit_and_greyscale_become_rgb() -> None:
-    assert decode_image(encode(Image.new("1", (8, 8), 1), "PNG")).getpixel((0, 0)) == (255, 255, 255)
+    assert decode_image(encode(Image.new("1", (8, 8), 1), "PNG")).getpixel((0, 0)) == (
+        255,
+        255,
+        255,
+    )
     assert decode_image(encode(Image.new("L", (8, 8), 77), "PNG")).getpixel((0, 0)) == (77, 77, 77)
 
 
@@ -93,7 +112,9 @@ def test_webp_and_bmp_are_accepted() -> None:
 
 
 def test_huge_header_is_refused_before_decoding() -> None:
-    with pytest.raises(ImageRejected, match=r"20000×20000 \(400 megapixels\), over the limit of 40 megapixels"):
+    with pytest.raises(
+        ImageRejected, match=r"20000×20000 \(400 megapixels\), over the limit of 40 megapixels"
+    ):
         decode_image(png_header_only(20000, 20000))
 
 
@@ -110,7 +131,10 @@ def test_extreme_aspect_ratio_is_refused() -> None:
 
 
 def test_truncated_jpeg_is_refused_as_corrupt() -> None:
-    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)), "JPEG")
+    data = encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)),
+        "JPEG",
+    )
     with pytest.raises(ImageRejected, match="corrupt or truncated"):
         decode_image(data[: len(data) // 2])
 
@@ -121,7 +145,10 @@ def test_truncated_jpeg_is_refused_as_corrupt() -> None:
         (b"", "The file is empty"),
         (b"just some text, not a picture", "not an image Teachbox can read"),
         (b"<!DOCTYPE html><html><body>hi</body></html>", "HTML files are not accepted"),
-        (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG files are not accepted"),
+        (
+            b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>',
+            "SVG files are not accepted",
+        ),
         (b"%PDF-1.4\n%...", "PDF files are not accepted"),
         (b"%!PS-Adobe-3.0 EPSF-3.0\n", "PostScript/EPS files are not accepted"),
         (b"SIMPLE  =                    T" + b" " * 50, "FITS files are not accepted"),
@@ -133,7 +160,10 @@ def test_non_images_are_refused_with_a_reason(data: bytes, message: str) -> None
 
 
 def test_tiff_is_outside_the_allowlist() -> None:
-    with pytest.raises(ImageRejected, match="TIFF files are not accepted. Convert it to JPEG, PNG, WebP, BMP or GIF"):
+    with pytest.raises(
+        ImageRejected,
+        match="TIFF files are not accepted. Convert it to JPEG, PNG, WebP, BMP or GIF",
+    ):
         decode_image(encode(Image.new("RGB", (8, 8)), "TIFF"))
 
 

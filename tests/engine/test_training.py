@@ -24,7 +24,9 @@ def collect() -> tuple[list[BaseModel], callable]:
     return events, events.append
 
 
-def test_transfer_learns_colours_and_reports_every_metric(session_colours: Path, embedder: Embedder) -> None:
+def test_transfer_learns_colours_and_reports_every_metric(
+    session_colours: Path, embedder: Embedder
+) -> None:
     events, sink = collect()
     params = TrainParams(epochs=10, seed=1)
     result = fit(from_folder(session_colours, seed=1), params, embedder=embedder, on_event=sink)
@@ -42,34 +44,53 @@ def test_transfer_learns_colours_and_reports_every_metric(session_colours: Path,
 def test_same_seed_same_result(session_colours: Path, embedder: Embedder) -> None:
     params = TrainParams(epochs=5, seed=11)
     runs = [fit(from_folder(session_colours, seed=11), params, embedder=embedder) for _ in range(2)]
-    assert runs[0].history == [{**h, "seconds": runs[0].history[i]["seconds"]} for i, h in enumerate(runs[1].history)]
+    assert runs[0].history == [
+        {**h, "seconds": runs[0].history[i]["seconds"]} for i, h in enumerate(runs[1].history)
+    ]
 
 
 def test_finetune_unfreezes_the_last_blocks(session_colours: Path, embedder: Embedder) -> None:
     events, sink = collect()
     params = TrainParams(mode=Mode.FINETUNE, epochs=1, unfreeze_blocks=2, batch_size=8, seed=2)
-    before = fit(from_folder(session_colours, seed=2), TrainParams(epochs=1, seed=2), embedder=embedder)
+    before = fit(
+        from_folder(session_colours, seed=2), TrainParams(epochs=1, seed=2), embedder=embedder
+    )
     result = fit(from_folder(session_colours, seed=2), params, embedder=embedder, on_event=sink)
     stages = [e.stage for e in events if isinstance(e, Epoch)]
     assert stages.count("finetune") == 1 and "head" in stages
-    assert any(isinstance(e, Progress) and e.stage == "finetune" and e.eta_s is not None for e in events)
+    assert any(
+        isinstance(e, Progress) and e.stage == "finetune" and e.eta_s is not None for e in events
+    )
     assert result.metrics["val_accuracy"] == 1.0
-    changed = {name.split(".")[2] for name, value in result.model.extractor.state_dict().items()
-               if "num_batches" not in name and not value.equal(before.model.extractor.state_dict()[name])}
+    changed = {
+        name.split(".")[2]
+        for name, value in result.model.extractor.state_dict().items()
+        if "num_batches" not in name and not value.equal(before.model.extractor.state_dict()[name])
+    }
     assert changed <= {"17", "18"}, changed
 
 
-def test_cancellation_stops_and_emits_cancelled(session_colours: Path, embedder: Embedder, tmp_path: Path) -> None:
+def test_cancellation_stops_and_emits_cancelled(
+    session_colours: Path, embedder: Embedder, tmp_path: Path
+) -> None:
     events, sink = collect()
     seen_epochs = []
 
     def stop_after_two_epochs() -> bool:
-        seen_epochs.extend(e.epoch for e in events if isinstance(e, Epoch) and e.epoch not in seen_epochs)
+        seen_epochs.extend(
+            e.epoch for e in events if isinstance(e, Epoch) and e.epoch not in seen_epochs
+        )
         return len(seen_epochs) >= 2
 
     with pytest.raises(TrainingCancelled):
-        train_to_zip(from_folder(session_colours), TrainParams(epochs=50), tmp_path / "m.zip", embedder=embedder,
-                     on_event=sink, should_stop=stop_after_two_epochs)
+        train_to_zip(
+            from_folder(session_colours),
+            TrainParams(epochs=50),
+            tmp_path / "m.zip",
+            embedder=embedder,
+            on_event=sink,
+            should_stop=stop_after_two_epochs,
+        )
     assert isinstance(events[-1], Cancelled)
     assert sum(isinstance(e, Epoch) for e in events) == 2
     assert not (tmp_path / "m.zip").exists()
@@ -81,7 +102,10 @@ def test_non_finite_loss_is_a_clear_failure() -> None:
     params = TrainParams(learning_rate=0.5)
     check_finite(torch.tensor(2.5), epoch=1, params=params)
     for bad in (float("nan"), float("inf")):
-        with pytest.raises(TeachboxError, match=r"Training diverged: the loss became (nan|inf) in epoch 3. Lower the learning rate \(for example to 0.05\)"):
+        with pytest.raises(
+            TeachboxError,
+            match=r"Training diverged: the loss became (nan|inf) in epoch 3. Lower the learning rate \(for example to 0.05\)",
+        ):
             check_finite(torch.tensor(bad), epoch=3, params=params)
 
 
@@ -92,9 +116,21 @@ def test_pipeline_ends_with_done(trained_zip: tuple[Path, dict]) -> None:
     assert metadata["parity"]["passed"] is True
 
 
-def test_done_event_carries_the_metrics(session_colours: Path, embedder: Embedder, tmp_path: Path) -> None:
+def test_done_event_carries_the_metrics(
+    session_colours: Path, embedder: Embedder, tmp_path: Path
+) -> None:
     events, sink = collect()
-    train_to_zip(from_folder(session_colours), TrainParams(epochs=3), tmp_path / "m.zip", embedder=embedder, on_event=sink)
+    train_to_zip(
+        from_folder(session_colours),
+        TrainParams(epochs=3),
+        tmp_path / "m.zip",
+        embedder=embedder,
+        on_event=sink,
+    )
     done = events[-1]
     assert isinstance(done, Done)
-    assert done.metrics["confusion_matrix"] and done.metrics["per_class"] and done.metrics["parity"]["passed"]
+    assert (
+        done.metrics["confusion_matrix"]
+        and done.metrics["per_class"]
+        and done.metrics["parity"]["passed"]
+    )
