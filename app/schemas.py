@@ -20,7 +20,7 @@ MODE_HELP: dict[Mode, str] = {
 }
 
 # Epochs are cheap in transfer mode (the head trains on cached embeddings) and dear in fine-tuning.
-DEFAULT_EPOCHS: dict[Mode, int] = {Mode.TRANSFER: 40, Mode.FINETUNE: 6}
+DEFAULT_EPOCHS: dict[Mode, int] = {Mode.TRANSFER: 40, Mode.FINETUNE: 15}
 
 
 class TrainParams(BaseModel):
@@ -39,14 +39,14 @@ class TrainParams(BaseModel):
         None,
         ge=1,
         le=500,
-        description="Passes over the training images (default: 40 for transfer, 6 for fine-tuning).",
+        description="Passes over the training images (default: 40 for transfer, 15 for fine-tuning).",
     )
     batch_size: int = Field(32, ge=1, le=512, description="Images per optimisation step.")
     learning_rate: float = Field(
         1e-3,
         gt=0,
         le=1.0,
-        description="Learning rate of the head; the backbone uses a tenth of it when fine-tuning.",
+        description="Learning rate of the head; the backbone uses 0.3 times it when fine-tuning.",
     )
     unfreeze_blocks: int | None = Field(
         None,

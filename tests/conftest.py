@@ -62,3 +62,25 @@ def make_colour_dataset(
 @pytest.fixture
 def colour_dataset(tmp_path: Path) -> Path:
     return make_colour_dataset(tmp_path / "data")
+
+
+def make_digits_dataset(
+    root: Path, train_per_class: int, val_per_class: int, seed: int = 0
+) -> tuple[Path, Path, Path]:
+    """scikit-learn's 1,797 scanned handwritten digits (8x8, greyscale: far from ImageNet's photos)
+    as 64x64 PNGs, blocky as upscaled, split per class into train, validation and the unseen rest."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    folders = root / "train", root / "val", root / "test"
+    for label in range(10):
+        indices = rng.permutation(np.flatnonzero(digits.target == label))
+        splits = np.split(indices, [train_per_class, train_per_class + val_per_class])
+        for folder, chosen in zip(folders, splits, strict=True):
+            (folder / str(label)).mkdir(parents=True, exist_ok=True)
+            for index in chosen:
+                pixels = np.round(digits.images[index] * 255 / 16).astype(np.uint8)
+                image = Image.fromarray(pixels, "L").resize((64, 64), Image.Resampling.NEAREST)
+                image.save(folder / str(label) / f"{index:04d}.png")
+    return folders

@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from app.schemas import DEFAULT_EPOCHS, Mode
 from tests.browser.conftest import PHONE, LiveServer
 from tests.conftest import SHARED_DATASETS, write_image
 
@@ -252,7 +253,7 @@ def test_reload_reconnects_to_a_running_job_and_cancel_stops_it(
 
     page.get_by_test_id("mode-finetune").check()
     page.get_by_text("Advanced").click()
-    expect(page.locator("#param-epochs")).to_have_value("6")
+    expect(page.locator("#param-epochs")).to_have_value(str(DEFAULT_EPOCHS[Mode.FINETUNE]))
     expect(page.locator("#param-unfreeze_blocks")).to_be_enabled()
     page.locator("#param-epochs").fill("50")
     page.get_by_test_id("train").click()
