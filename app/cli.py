@@ -22,7 +22,7 @@ from app.schemas import Mode, TrainParams
 
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
     from app.dataset import Dataset
-    from app.embeddings import Embedder
+    from app.training import RunContext
 
 # Flags whose CLI spelling differs from the field name, or that the CLI handles itself.
 _FLAG_OVERRIDES = {"val_split": "--val-split"}
@@ -143,10 +143,11 @@ def cli_cache_dir(settings: Settings) -> Path:
 
 def prepare_run(
     args: argparse.Namespace, mode: str | None
-) -> tuple[TrainParams, Settings, Dataset, Embedder]:
-    """What train, compare and health all start from: parameters, settings, the split and an embedder."""
+) -> tuple[TrainParams, Dataset, RunContext]:
+    """What train, compare and health all start from: parameters, the split and how to run."""
     from app.dataset import from_folder
     from app.embeddings import make_embedder
+    from app.training import RunContext
 
     params = params_from_args(args, mode)
     settings = settings_from_args(args)
@@ -159,24 +160,22 @@ def prepare_run(
         settings.weights,
         settings.max_pixels,
     )
-    return params, settings, dataset, embedder
+    run = RunContext(
+        embedder,
+        on_event=ProgressPrinter(),
+        device=settings.device,
+        weights_path=settings.weights,
+        max_pixels=settings.max_pixels,
+    )
+    return params, dataset, run
 
 
 def command_train(args: argparse.Namespace) -> int:
     from app.export import write_json
     from app.pipeline import train_to_zip
 
-    params, settings, dataset, embedder = prepare_run(args, args.mode)
-    metadata = train_to_zip(
-        dataset,
-        params,
-        args.out,
-        embedder=embedder,
-        on_event=ProgressPrinter(),
-        device=settings.device,
-        weights_path=settings.weights,
-        max_pixels=settings.max_pixels,
-    )
+    params, dataset, run = prepare_run(args, args.mode)
+    metadata = train_to_zip(dataset, params, args.out, run)
     metrics = {
         "mode": params.mode.value,
         "backbone": params.backbone,
@@ -240,7 +239,7 @@ def command_weights(args: argparse.Namespace) -> int:
 def command_compare(args: argparse.Namespace) -> int:
     from app.compare import compare_modes
 
-    params, settings, dataset, embedder = prepare_run(args, None)
+    params, dataset, run = prepare_run(args, None)
     epochs = {
         mode: n
         for mode, n in (
@@ -249,17 +248,7 @@ def command_compare(args: argparse.Namespace) -> int:
         )
         if n is not None
     }
-    report = compare_modes(
-        dataset,
-        params,
-        args.out_dir,
-        embedder=embedder,
-        on_event=ProgressPrinter(),
-        device=settings.device,
-        weights_path=settings.weights,
-        max_pixels=settings.max_pixels,
-        epochs=epochs,
-    )
+    report = compare_modes(dataset, params, args.out_dir, run, epochs)
     print(compare_table(report))
     print(f"\nRecommendation: {report['recommendation']}. {report['reason']}")
     print(f"Wrote transfer.zip, finetune.zip and report.json to {args.out_dir}")
@@ -305,13 +294,13 @@ def command_health(args: argparse.Namespace) -> int:
     from app.export import write_json
     from app.health import analyse_health
 
-    params, _, dataset, embedder = prepare_run(args, None)
+    params, dataset, run = prepare_run(args, None)
     report = analyse_health(
         dataset,
-        embedder=embedder,
+        embedder=run.embedder,
         params=params,
         curve=not args.no_curve,
-        on_event=ProgressPrinter(),
+        on_event=run.on_event,
     ).model_dump(mode="json")
     if args.json:
         write_json(args.json, report)

@@ -20,7 +20,6 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from app.dataset import Dataset
-from app.embeddings import Embedder
 from app.errors import ImageRejected, TeachboxError, TrainingCancelled
 from app.events import (
     TERMINAL_TYPES,
@@ -31,14 +30,13 @@ from app.events import (
     Log,
     Progress,
     RunEvent,
-    ignore_event,
 )
 from app.export import OnnxClassifier, write_json
 from app.health import HealthReport, analyse_health
 from app.images import DEFAULT_MAX_PIXELS, model_input
 from app.pipeline import train_to_zip
 from app.schemas import Mode, TrainParams
-from app.training import StopCheck, never_stop
+from app.training import RunContext
 
 # A difference in validation accuracy counts only when a paired test on the same images says it is
 # unlikely to be chance at this level; otherwise the cheaper transfer model is recommended.
@@ -408,29 +406,13 @@ def compare_modes(
     dataset: Dataset,
     params: TrainParams,
     out_dir: Path,
-    *,
-    embedder: Embedder,
-    on_event: EventSink = ignore_event,
-    should_stop: StopCheck = never_stop,
-    device: str = "auto",
-    weights_path: Path | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    run: RunContext,
     epochs: Mapping[Mode, int] | None = None,
 ) -> dict[str, Any]:
     """Train both modes on `dataset`'s split; write transfer.zip, finetune.zip and report.json; return the report."""
+    on_event = run.on_event
     try:
-        report = _compare(
-            dataset,
-            params,
-            out_dir,
-            embedder,
-            on_event,
-            should_stop,
-            device,
-            weights_path,
-            max_pixels,
-            epochs,
-        )
+        report = _compare(dataset, params, out_dir, run, epochs)
     except TrainingCancelled:
         on_event(Cancelled(message="The comparison was cancelled."))
         raise
@@ -455,45 +437,30 @@ def _compare(
     dataset: Dataset,
     params: TrainParams,
     out_dir: Path,
-    embedder: Embedder,
-    on_event: EventSink,
-    should_stop: StopCheck,
-    device: str,
-    weights_path: Path | None,
-    max_pixels: int,
+    run: RunContext,
     epochs: Mapping[Mode, int] | None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     run_params = {mode: mode_params(params, mode, epochs) for mode in MODES}
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def run(number: int, mode: Mode) -> tuple[dict[str, Any], float]:
-        on_event(Log(run=mode.value, message=f"Run {number} of 2: {RUN_TITLES[mode]}."))
-        return _train(
-            dataset,
-            run_params[mode],
-            out_dir / f"{mode.value}.zip",
-            embedder,
-            on_event,
-            should_stop,
-            device,
-            weights_path,
-            max_pixels,
-        )
+    def train(number: int, mode: Mode) -> tuple[dict[str, Any], float]:
+        run.on_event(Log(run=mode.value, message=f"Run {number} of 2: {RUN_TITLES[mode]}."))
+        return _train(dataset, run_params[mode], out_dir / f"{mode.value}.zip", run)
 
-    runs = {Mode.TRANSFER: run(1, Mode.TRANSFER)}
+    runs = {Mode.TRANSFER: train(1, Mode.TRANSFER)}
     # Between the runs every embedding is cached, and the user reads the warnings while fine-tuning runs.
     health = analyse_health(
         dataset,
-        embedder=embedder,
+        embedder=run.embedder,
         params=run_params[Mode.TRANSFER],
-        on_event=on_event,
-        should_stop=should_stop,
+        on_event=run.on_event,
+        should_stop=run.should_stop,
     )
     for finding in health.findings:
         if finding.severity == "warning":
-            on_event(Log(level="warning", message=finding.message))
-    runs[Mode.FINETUNE] = run(2, Mode.FINETUNE)
+            run.on_event(Log(level="warning", message=finding.message))
+    runs[Mode.FINETUNE] = train(2, Mode.FINETUNE)
     return summarise(
         dataset,
         {mode: metadata for mode, (metadata, _) in runs.items()},
@@ -502,7 +469,7 @@ def _compare(
         health,
         params.seed,
         started,
-        max_pixels,
+        run.max_pixels,
     )
 
 
@@ -556,30 +523,12 @@ def summarise(
 
 
 def _train(
-    dataset: Dataset,
-    params: TrainParams,
-    out_path: Path,
-    embedder: Embedder,
-    on_event: EventSink,
-    should_stop: StopCheck,
-    device: str,
-    weights_path: Path | None,
-    max_pixels: int,
+    dataset: Dataset, params: TrainParams, out_path: Path, run: RunContext
 ) -> tuple[dict[str, Any], float]:
     """One run through train_to_zip: its metadata and the seconds it spent computing embeddings."""
-    events = RunEvents(on_event, params.mode)
+    events = RunEvents(run.on_event, params.mode)
     try:
-        metadata = train_to_zip(
-            dataset,
-            params,
-            out_path,
-            embedder=embedder,
-            on_event=events,
-            should_stop=should_stop,
-            device=device,
-            weights_path=weights_path,
-            max_pixels=max_pixels,
-        )
+        metadata = train_to_zip(dataset, params, out_path, run.reporting_to(events))
     except TeachboxError as exc:
         raise TeachboxError(f"{NAMES[params.mode]} failed: {exc.message}", exc.status_code) from exc
     return metadata, events.embed_seconds

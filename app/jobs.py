@@ -39,7 +39,7 @@ from app.pipeline import train_to_zip
 from app.public import Publisher
 from app.schemas import TrainParams
 from app.store import Job, JobKind, JobStatus, Store, StoredEvent, StoredImage
-from app.training import is_out_of_memory, release_accelerator_memory
+from app.training import RunContext, is_out_of_memory, release_accelerator_memory
 
 logger = logging.getLogger("teachbox.jobs")
 
@@ -418,16 +418,19 @@ class InProcessRunner:
                 seed=params.seed,
             )
             compare = job.kind is JobKind.COMPARE
-            (compare_modes if compare else train_to_zip)(
-                dataset,
-                params,
-                self._store.compare_dir(job) if compare else self._store.model_path(job),
-                embedder=self._embedder(params.backbone),
+            run = RunContext(
+                self._embedder(params.backbone),
                 on_event=on_event,
                 should_stop=stop.is_set,
                 device=s.device,
                 weights_path=s.weights,
                 max_pixels=s.max_pixels,
+            )
+            (compare_modes if compare else train_to_zip)(
+                dataset,
+                params,
+                self._store.compare_dir(job) if compare else self._store.model_path(job),
+                run,
             )
         except TrainingCancelled:
             pass

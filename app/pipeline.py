@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from app.dataset import Dataset
-from app.embeddings import Embedder
 from app.errors import TeachboxError, TrainingCancelled
-from app.events import Cancelled, Done, EventSink, Failed, Progress, ignore_event
+from app.events import Cancelled, Done, Failed, Progress
 from app.export import export_model_zip
-from app.images import DEFAULT_MAX_PIXELS
 from app.schemas import TrainParams
-from app.training import StopCheck, TrainResult, fit, never_stop
+from app.training import RunContext, TrainResult, fit
 
 # Metrics that belong in the terminal event; the full history is already in the epoch events.
 SUMMARY_KEYS = (
@@ -40,32 +38,18 @@ def train_to_zip(
     dataset: Dataset,
     params: TrainParams,
     out_path: Path,
-    *,
-    embedder: Embedder,
-    on_event: EventSink = ignore_event,
-    should_stop: StopCheck = never_stop,
-    device: str = "auto",
-    weights_path: Path | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    run: RunContext,
 ) -> dict[str, Any]:
     """Train, export and verify; emit Done, Failed or Cancelled last; return the zip's metadata."""
+    on_event = run.on_event
     try:
-        result = fit(
-            dataset,
-            params,
-            embedder=embedder,
-            on_event=on_event,
-            should_stop=should_stop,
-            device=device,
-            weights_path=weights_path,
-            max_pixels=max_pixels,
-        )
-        if should_stop():
+        result = fit(dataset, params, run)
+        if run.should_stop():
             raise TrainingCancelled
         on_event(Progress(stage="export", done=0, total=1))
         tick = time.perf_counter()
         result.metrics["parity"] = None
-        metadata = _export(result, out_path, max_pixels)
+        metadata = _export(result, out_path, run.max_pixels)
         metadata["metrics"]["export_seconds"] = round(time.perf_counter() - tick, 3)
         metadata["metrics"]["parity"] = metadata["parity"]
         metadata["metrics"]["int8"] = metadata.get("int8")

@@ -1,7 +1,8 @@
 """The training core: transfer learning and fine-tuning, with typed events and cancellation.
 
-No web imports. `fit` takes a dataset and a TrainParams, reports through `on_event` and stops
-between batches when `should_stop()` turns true (raising TrainingCancelled).
+No web imports. `fit` takes a dataset, a TrainParams and a RunContext; it reports through the
+context's `on_event` and stops between batches when its `should_stop()` turns true (raising
+TrainingCancelled).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,22 @@ StopCheck = Callable[[], bool]
 
 def never_stop() -> bool:
     return False
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """How a run is carried out, apart from what it learns (TrainParams) and from what (Dataset):
+    where features come from, where events go, when to stop, on what device, with which weights."""
+
+    embedder: Embedder
+    on_event: EventSink = ignore_event
+    should_stop: StopCheck = never_stop
+    device: str = "auto"
+    weights_path: Path | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def reporting_to(self, on_event: EventSink) -> RunContext:
+        return replace(self, on_event=on_event)
 
 
 class Classifier(nn.Module):
@@ -604,20 +621,11 @@ def classification_metrics(
     }
 
 
-def fit(
-    data: Dataset,
-    params: TrainParams,
-    *,
-    embedder: Embedder,
-    on_event: EventSink = ignore_event,
-    should_stop: StopCheck = never_stop,
-    device: str = "auto",
-    weights_path: Path | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> TrainResult:
+def fit(data: Dataset, params: TrainParams, run: RunContext) -> TrainResult:
     """Train a classifier on `data` as `params` says; raise TrainingCancelled when stopped."""
     started = time.perf_counter()
-    target = resolve_device(device)
+    on_event, should_stop = run.on_event, run.should_stop
+    target = resolve_device(run.device)
     spec = get_spec(params.backbone)
     stages = ["embed", "head"] + (["finetune"] if params.mode is Mode.FINETUNE else []) + ["export"]
     on_event(
@@ -633,11 +641,11 @@ def fit(
         )
     )
     generator = seed_everything(params.seed)
-    clean, emb = embed_dataset(data, embedder, on_event, should_stop)
+    clean, emb = embed_dataset(data, run.embedder, on_event, should_stop)
     head = make_head(spec.feature_dim, len(clean.labels))
     head_epochs = params.resolved_epochs if params.mode is Mode.TRANSFER else FINETUNE_HEAD_EPOCHS
     history = train_head(head, emb, params, head_epochs, "head", on_event, should_stop, generator)
-    model = Classifier(build_backbone(params.backbone, weights_path).eval(), head)
+    model = Classifier(build_backbone(params.backbone, run.weights_path).eval(), head)
     if params.mode is Mode.FINETUNE:
         on_event(
             Log(
@@ -645,7 +653,7 @@ def fit(
             )
         )
         more, logits, targets = run_finetune(
-            model, clean, params, target, on_event, should_stop, generator, max_pixels
+            model, clean, params, target, on_event, should_stop, generator, run.max_pixels
         )
         history += more
         probs = torch.softmax(logits, 1)

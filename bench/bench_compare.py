@@ -32,6 +32,7 @@ from app.dataset import Dataset, from_folder
 from app.embeddings import make_embedder
 from app.pipeline import train_to_zip
 from app.schemas import Mode, TrainParams
+from app.training import RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers-dev" / "train"
@@ -57,14 +58,14 @@ def run_separately(
     embedder = make_embedder("mobilenet_v2", cache)
     for mode in Mode:
         run_params = params.model_copy(update={"mode": mode, "epochs": epochs[mode]})
-        train_to_zip(data, run_params, out / f"{mode.value}.zip", embedder=embedder)
+        train_to_zip(data, run_params, out / f"{mode.value}.zip", RunContext(embedder))
 
 
 def run_compare(
     data: Dataset, params: TrainParams, epochs: dict[Mode, int], cache: Path, out: Path
 ) -> dict:
     return compare_modes(
-        data, params, out, embedder=make_embedder("mobilenet_v2", cache), epochs=epochs
+        data, params, out, RunContext(make_embedder("mobilenet_v2", cache)), epochs=epochs
     )
 
 
@@ -96,7 +97,7 @@ def main() -> None:
             data,
             params.model_copy(update={"mode": Mode.FINETUNE, "epochs": 1}),
             scratch / "warm.zip",
-            embedder=warm,
+            RunContext(warm),
         )
         backbones = scratch / "warm" / "backbones"
         times: dict[str, list[tuple[float, float]]] = {"separate": [], "compare": []}

@@ -28,7 +28,7 @@ from app.embeddings import Embedder, make_embedder, resolve_device
 from app.export import OnnxClassifier, export_model_zip
 from app.images import model_input
 from app.schemas import Mode, TrainParams
-from app.training import fit
+from app.training import RunContext, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers-dev" / "train"
@@ -83,11 +83,13 @@ def finetune_epoch_seconds(
         result = fit(
             data,
             TrainParams(mode=Mode.FINETUNE, epochs=epochs, seed=0),
-            embedder=make_embedder("mobilenet_v2", cache),
-            on_event=lambda e: (
-                seconds.append(e.seconds)
-                if getattr(e, "stage", "") == "finetune" and e.type == "epoch"
-                else None
+            RunContext(
+                make_embedder("mobilenet_v2", cache),
+                on_event=lambda e: (
+                    seconds.append(e.seconds)
+                    if getattr(e, "stage", "") == "finetune" and e.type == "epoch"
+                    else None
+                ),
             ),
         )
     finally:
@@ -168,7 +170,7 @@ def main() -> None:
         cold = scratch / "cold"
         shutil.copytree(backbone_cache, cold / "backbones")
         params = TrainParams(seed=0)
-        result = fit(data, params, embedder=make_embedder("mobilenet_v2", cold))
+        result = fit(data, params, RunContext(make_embedder("mobilenet_v2", cold)))
         rows.append(
             (
                 "transfer train_seconds, cold cache",
@@ -201,7 +203,7 @@ def main() -> None:
                 target
             )
             added.train.append(type(sample)(target, sample.label))
-        again = fit(added, params, embedder=make_embedder("mobilenet_v2", cold))
+        again = fit(added, params, RunContext(make_embedder("mobilenet_v2", cold)))
         rows.append(("retrain after adding 10 images (warm cache)", f"{again.train_seconds:.2f} s"))
 
         tick = time.perf_counter()

@@ -31,6 +31,7 @@ from app.events import Epoch  # noqa: E402
 from app.export import evaluate_zip  # noqa: E402
 from app.pipeline import train_to_zip  # noqa: E402
 from app.schemas import Mode, TrainParams  # noqa: E402
+from app.training import RunContext  # noqa: E402
 from tests.conftest import make_digits_dataset  # noqa: E402
 
 
@@ -54,8 +55,7 @@ def train_and_score(
             from_folder(train, val, seed=params.seed),
             params,
             out,
-            embedder=make_embedder(params.backbone, cache),
-            on_event=note,
+            RunContext(make_embedder(params.backbone, cache), on_event=note),
         )
         seconds = statistics.median(epochs) if epochs else time.perf_counter() - started
     finally:

@@ -31,11 +31,12 @@ from app.dataset import from_folder
 from app.embeddings import make_embedder
 from app.schemas import TrainParams
 from app.pipeline import train_to_zip
+from app.training import RunContext
 data_dir, cache, out = map(Path, sys.argv[1:4])
 params = TrainParams(seed=0)
 tick = time.perf_counter()
 data = from_folder(data_dir, None, params.val_split, params.seed)
-metadata = train_to_zip(data, params, out, embedder=make_embedder("mobilenet_v2", cache))
+metadata = train_to_zip(data, params, out, RunContext(make_embedder("mobilenet_v2", cache)))
 print(json.dumps({"train_seconds": metadata["metrics"]["train_seconds"], "wall_seconds": time.perf_counter() - tick,
                   "val_accuracy": metadata["metrics"]["val_accuracy"], "n_train": metadata["metrics"]["n_train"],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -11,6 +11,7 @@ from app.dataset import from_folder
 from app.embeddings import Embedder, make_embedder
 from app.pipeline import train_to_zip
 from app.schemas import TrainParams
+from app.training import RunContext
 from tests.conftest import make_colour_dataset
 
 
@@ -51,6 +52,6 @@ def trained_zip(
         from_folder(session_colours, None, params.val_split, params.seed),
         params,
         out,
-        embedder=embedder,
+        RunContext(embedder),
     )
     return out, metadata

@@ -10,6 +10,7 @@ from app.dataset import from_folder
 from app.export import evaluate_zip
 from app.pipeline import train_to_zip
 from app.schemas import TrainParams
+from app.training import RunContext
 
 pytestmark = [pytest.mark.weights, pytest.mark.datasets, pytest.mark.slow]
 
@@ -19,7 +20,7 @@ def test_transfer_on_flowers_scores_at_least_085_on_unseen_val(
 ) -> None:
     params = TrainParams(seed=0)
     data = from_folder(flowers / "train", None, params.val_split, params.seed)
-    train_to_zip(data, params, tmp_path / "flowers.zip", embedder=embedder)
+    train_to_zip(data, params, tmp_path / "flowers.zip", RunContext(embedder))
     scores = evaluate_zip(tmp_path / "flowers.zip", flowers / "val")
     assert scores["n_images"] == 150
     assert scores["accuracy"] >= 0.85, scores["per_class"]

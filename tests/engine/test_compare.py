@@ -28,6 +28,7 @@ from app.errors import TrainingCancelled
 from app.events import Cancelled, Done, Epoch, Failed, Log, Progress, Started
 from app.export import OnnxClassifier
 from app.schemas import Mode, TrainParams
+from app.training import RunContext
 
 
 def outcomes(
@@ -158,8 +159,7 @@ def test_a_failure_is_one_failed_event(tmp_path: Path, colour_dataset: Path) -> 
             from_folder(colour_dataset),
             TrainParams(),
             blocker,
-            embedder=embedder,
-            on_event=events.append,
+            RunContext(embedder, on_event=events.append),
         )
     assert [e.type for e in events] == ["failed"]
     assert events[0].error.startswith("The comparison failed unexpectedly: FileExistsError")
@@ -185,8 +185,7 @@ def test_compare_on_real_photos_end_to_end(
         data,
         TrainParams(seed=4),
         tmp_path / "out",
-        embedder=fresh,
-        on_event=events.append,
+        RunContext(fresh, on_event=events.append),
         epochs={Mode.FINETUNE: 1},
     )
 
@@ -264,9 +263,7 @@ def test_cancelling_during_finetuning_ends_with_one_cancelled(
             from_folder(session_colours),
             TrainParams(epochs=5),
             tmp_path,
-            embedder=embedder,
-            on_event=events.append,
-            should_stop=stop_once_finetuning_starts,
+            RunContext(embedder, on_event=events.append, should_stop=stop_once_finetuning_starts),
         )
     assert [e.type for e in events if e.type in ("done", "failed", "cancelled")] == ["cancelled"]
     assert events[-1] == Cancelled(message="The comparison was cancelled.")

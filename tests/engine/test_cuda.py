@@ -12,7 +12,7 @@ from app.backbones import build_backbone
 from app.dataset import from_folder
 from app.embeddings import Embedder, OnnxEngine, TorchEngine, backbone_onnx
 from app.schemas import Mode, TrainParams
-from app.training import fit
+from app.training import RunContext, fit
 
 pytestmark = [
     pytest.mark.cuda,
@@ -35,6 +35,6 @@ def test_finetune_runs_on_cuda_with_mixed_precision(
     session_colours: Path, embedder: Embedder
 ) -> None:
     params = TrainParams(mode=Mode.FINETUNE, epochs=1, batch_size=8)
-    result = fit(from_folder(session_colours), params, embedder=embedder, device="cuda")
+    result = fit(from_folder(session_colours), params, RunContext(embedder, device="cuda"))
     assert result.device == "cuda" and result.metrics["val_accuracy"] == 1.0
     assert next(result.model.parameters()).device.type == "cpu"  # handed back ready to export

@@ -17,6 +17,7 @@ from PIL import Image
 
 from app.export import ZIP_MEMBERS, OnnxClassifier, evaluate_zip, load_classifier
 from app.images import model_input
+from app.training import RunContext
 
 pytestmark = pytest.mark.weights
 
@@ -146,7 +147,7 @@ def test_int8_export_is_smaller_and_measured(
 
     params = TrainParams(epochs=5, int8=True)
     metadata = train_to_zip(
-        from_folder(session_colours), params, tmp_path / "m.zip", embedder=embedder
+        from_folder(session_colours), params, tmp_path / "m.zip", RunContext(embedder)
     )
     report = metadata["int8"]
     assert "model.int8.onnx" in zipfile.ZipFile(tmp_path / "m.zip").namelist()

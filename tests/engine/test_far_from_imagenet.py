@@ -12,6 +12,7 @@ from app.dataset import from_folder
 from app.embeddings import Embedder
 from app.export import evaluate_zip
 from app.schemas import Mode, TrainParams
+from app.training import RunContext
 from tests.conftest import make_digits_dataset
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]
@@ -25,7 +26,7 @@ def test_on_digits_finetuning_beats_transfer_and_compare_recommends_the_better(
         tmp_path / "digits", train_per_class=40, val_per_class=40
     )
     params = TrainParams(seed=0)
-    report = compare_modes(from_folder(train, val), params, tmp_path / "out", embedder=embedder)
+    report = compare_modes(from_folder(train, val), params, tmp_path / "out", RunContext(embedder))
 
     scores = {mode: evaluate_zip(tmp_path / "out" / f"{mode.value}.zip", unseen) for mode in Mode}
     assert all(score["n_images"] > 900 for score in scores.values())

@@ -14,7 +14,7 @@ from app.errors import TeachboxError, TrainingCancelled
 from app.events import Cancelled, Done, Epoch, Progress, Started
 from app.pipeline import train_to_zip
 from app.schemas import Mode, TrainParams
-from app.training import check_finite, fit
+from app.training import RunContext, check_finite, fit
 
 pytestmark = pytest.mark.weights
 
@@ -29,7 +29,7 @@ def test_transfer_learns_colours_and_reports_every_metric(
 ) -> None:
     events, sink = collect()
     params = TrainParams(epochs=10, seed=1)
-    result = fit(from_folder(session_colours, seed=1), params, embedder=embedder, on_event=sink)
+    result = fit(from_folder(session_colours, seed=1), params, RunContext(embedder, on_event=sink))
     assert result.metrics["val_accuracy"] == 1.0
     assert result.metrics["per_class"] == {"blue": 1.0, "red": 1.0}
     assert result.metrics["confusion_matrix"] == [[2, 0], [0, 2]]
@@ -43,7 +43,9 @@ def test_transfer_learns_colours_and_reports_every_metric(
 
 def test_same_seed_same_result(session_colours: Path, embedder: Embedder) -> None:
     params = TrainParams(epochs=5, seed=11)
-    runs = [fit(from_folder(session_colours, seed=11), params, embedder=embedder) for _ in range(2)]
+    runs = [
+        fit(from_folder(session_colours, seed=11), params, RunContext(embedder)) for _ in range(2)
+    ]
     assert runs[0].history == [
         {**h, "seconds": runs[0].history[i]["seconds"]} for i, h in enumerate(runs[1].history)
     ]
@@ -53,9 +55,9 @@ def test_finetune_unfreezes_the_last_blocks(session_colours: Path, embedder: Emb
     events, sink = collect()
     params = TrainParams(mode=Mode.FINETUNE, epochs=1, unfreeze_blocks=2, batch_size=8, seed=2)
     before = fit(
-        from_folder(session_colours, seed=2), TrainParams(epochs=1, seed=2), embedder=embedder
+        from_folder(session_colours, seed=2), TrainParams(epochs=1, seed=2), RunContext(embedder)
     )
-    result = fit(from_folder(session_colours, seed=2), params, embedder=embedder, on_event=sink)
+    result = fit(from_folder(session_colours, seed=2), params, RunContext(embedder, on_event=sink))
     stages = [e.stage for e in events if isinstance(e, Epoch)]
     assert stages.count("finetune") == 1 and "head" in stages
     assert any(
@@ -87,9 +89,7 @@ def test_cancellation_stops_and_emits_cancelled(
             from_folder(session_colours),
             TrainParams(epochs=50),
             tmp_path / "m.zip",
-            embedder=embedder,
-            on_event=sink,
-            should_stop=stop_after_two_epochs,
+            RunContext(embedder, on_event=sink, should_stop=stop_after_two_epochs),
         )
     assert isinstance(events[-1], Cancelled)
     assert sum(isinstance(e, Epoch) for e in events) == 2
@@ -124,8 +124,7 @@ def test_done_event_carries_the_metrics(
         from_folder(session_colours),
         TrainParams(epochs=3),
         tmp_path / "m.zip",
-        embedder=embedder,
-        on_event=sink,
+        RunContext(embedder, on_event=sink),
     )
     done = events[-1]
     assert isinstance(done, Done)
