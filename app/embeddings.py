@@ -140,16 +140,9 @@ class OnnxEngine:
     """The frozen backbone exported once to ONNX and run with ONNX Runtime (CPU)."""
 
     def __init__(self, onnx_path: Path) -> None:
-        import onnxruntime as ort
+        from app.onnx_runtime import cpu_session
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = os.cpu_count() or 1
-        # Idle ORT threads would otherwise spin and starve the decoding threads that feed them.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = cpu_session(onnx_path)
         self.input_name = self.session.get_inputs()[0].name
         self.name = "onnxruntime-cpu"
 

@@ -32,6 +32,7 @@ from app.dataset import scan_folder
 from app.embeddings import export_onnx
 from app.errors import ImageRejected, TeachboxError
 from app.images import DEFAULT_MAX_PIXELS, Preprocessing, decode_image, model_input
+from app.onnx_runtime import cpu_session
 from app.quantize import compare_models, quantize_model
 from app.training import Classifier, TrainResult, classification_metrics, make_head
 
@@ -180,9 +181,7 @@ def check_parity(
     if not inputs:
         return {"images": 0, "top1_agree": True, "max_abs_diff": 0.0, "passed": True}
     batch = np.stack(inputs)
-    options = ort.SessionOptions()
-    options.enable_cpu_mem_arena = False
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(onnx_path, keep_memory=False)
     starts = range(0, len(batch), PARITY_BATCH)
     onnx_probs = np.concatenate(
         [session.run(None, {"input": batch[i : i + PARITY_BATCH]})[0] for i in starts]
@@ -308,11 +307,7 @@ class OnnxClassifier:
     @classmethod
     def from_zip(cls, zip_path: Path) -> OnnxClassifier:
         metadata = json.loads(read_zip_member(zip_path, "metadata.json"))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
-        session = ort.InferenceSession(
-            read_zip_member(zip_path, "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        session = cpu_session(read_zip_member(zip_path, "model.onnx"))
         return cls(session, metadata)
 
     @property

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from app.errors import ImageRejected
 from app.images import DEFAULT_MAX_PIXELS, Preprocessing, model_input
+from app.onnx_runtime import cpu_session
 
 CALIBRATION_IMAGES = 64
 
@@ -88,7 +88,7 @@ def compare_models(
     truth = np.array([label for _, label in kept])
 
     def top1(path: Path) -> np.ndarray:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = cpu_session(path, keep_memory=False)
         return (
             np.concatenate(
                 [

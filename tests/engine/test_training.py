@@ -8,13 +8,25 @@ import pytest
 import torch
 from pydantic import BaseModel
 
+from app.backbones import build_backbone, get_spec
 from app.dataset import from_folder
 from app.embeddings import Embedder
 from app.errors import TeachboxError, TrainingCancelled
 from app.events import Cancelled, Done, Epoch, Progress, Started
+from app.images import model_input
 from app.pipeline import train_to_zip
 from app.schemas import Mode, TrainParams
-from app.training import RunContext, check_finite, fit
+from app.training import (
+    FINETUNE_MEMORY_FORMAT,
+    Classifier,
+    FinetuneLoader,
+    FinetuneRunner,
+    RunContext,
+    check_finite,
+    fit,
+    freeze_for_finetune,
+    make_head,
+)
 
 pytestmark = pytest.mark.weights
 
@@ -70,6 +82,34 @@ def test_finetune_unfreezes_the_last_blocks(session_colours: Path, embedder: Emb
         if "num_batches" not in name and not value.equal(before.model.extractor.state_dict()[name])
     }
     assert changed <= {"17", "18"}, changed
+
+
+def test_finetune_validation_is_float32_and_reuses_the_frozen_prefix(session_colours: Path) -> None:
+    spec = get_spec("mobilenet_v2")
+    data = from_folder(session_colours, seed=5)
+    model = Classifier(build_backbone("mobilenet_v2").eval(), make_head(1280, len(data.labels)))
+    model.to(memory_format=FINETUNE_MEMORY_FORMAT)
+    prefix, suffix = freeze_for_finetune(model.extractor, spec.block_names, 8)
+    runner = FinetuneRunner(
+        model, prefix, suffix, torch.device("cpu"), TrainParams(mode=Mode.FINETUNE)
+    )
+    loader = FinetuneLoader(data.val, spec.preprocessing, batch_size=4, train=False)
+    generator = torch.Generator().manual_seed(0)
+
+    first, targets = runner.predict(loader, generator)
+    assert runner._val_prefix is not None and len(runner._val_prefix) == len(loader)
+    for name, parameter in suffix.named_parameters():  # as if an epoch had trained the suffix
+        parameter.data.add_(0.01 * torch.randn_like(parameter), alpha=1 + len(name) % 2)
+    again, _ = runner.predict(loader, generator)
+    inputs = torch.stack(
+        [torch.from_numpy(model_input(s.path, spec.preprocessing)) for s in data.val]
+    )
+    with torch.no_grad():
+        exported_way = model(inputs.contiguous(memory_format=FINETUNE_MEMORY_FORMAT))
+
+    assert targets.tolist() == [s.label for s in data.val]
+    assert not torch.allclose(first, again), "the trained blocks must run every time"
+    torch.testing.assert_close(torch.softmax(again, 1), exported_way, atol=1e-5, rtol=0)
 
 
 def test_cancellation_stops_and_emits_cancelled(
