@@ -21,23 +21,25 @@ MAX_FIELD_BYTES = 64 * 1024
 MAX_PREAMBLE_BYTES = 16 * 1024
 
 
-def get_settings(request: Request) -> Settings:
+# The accessors below are async only so that FastAPI calls them on the event loop: a plain `def`
+# dependency costs a round trip through the thread pool on every request.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_runner(request: Request) -> JobRunner:
+async def get_runner(request: Request) -> JobRunner:
     return request.app.state.runner
 
 
-def get_event_log(request: Request) -> EventLog:
+async def get_event_log(request: Request) -> EventLog:
     return request.app.state.event_log
 
 
-def get_models(request: Request) -> WarmModels:
+async def get_models(request: Request) -> WarmModels:
     return request.app.state.models
 
 

@@ -307,7 +307,7 @@ class OnnxClassifier:
     @classmethod
     def from_zip(cls, zip_path: Path) -> OnnxClassifier:
         metadata = json.loads(read_zip_member(zip_path, "metadata.json"))
-        session = cpu_session(read_zip_member(zip_path, "model.onnx"))
+        session = cpu_session(read_zip_member(zip_path, "model.onnx"), spin=True)
         return cls(session, metadata)
 
     @property
