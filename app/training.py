@@ -107,6 +107,21 @@ class EpochStats:
     acc: float
 
 
+def epoch_event(
+    stage: str, epoch: int, epochs: int, train: EpochStats, val: EpochStats, started: float
+) -> Epoch:
+    return Epoch(
+        stage=stage,
+        epoch=epoch,
+        epochs=epochs,
+        train_loss=train.loss,
+        train_acc=train.acc,
+        val_loss=val.loss,
+        val_acc=val.acc,
+        seconds=time.perf_counter() - started,
+    )
+
+
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -231,16 +246,7 @@ def train_head(
         train = _head_epoch(head, optimiser, emb, params, epoch, should_stop, generator)
         head.eval()
         val = evaluate_logits(head(emb.x_val), emb.y_val)
-        event = Epoch(
-            stage=stage,
-            epoch=epoch,
-            epochs=epochs,
-            train_loss=train.loss,
-            train_acc=train.acc,
-            val_loss=val.loss,
-            val_acc=val.acc,
-            seconds=time.perf_counter() - tick,
-        )
+        event = epoch_event(stage, epoch, epochs, train, val, tick)
         on_event(event)
         history.append(event.model_dump(exclude={"type"}))
         if (val.acc, -val.loss) > (best[0], -best[1]):
@@ -551,16 +557,7 @@ def run_finetune(
         )
         val_logits, val_targets = runner.predict(val_loader, generator)
         val = evaluate_logits(val_logits, val_targets)
-        event = Epoch(
-            stage="finetune",
-            epoch=epoch,
-            epochs=epochs,
-            train_loss=train.loss,
-            train_acc=train.acc,
-            val_loss=val.loss,
-            val_acc=val.acc,
-            seconds=time.perf_counter() - tick,
-        )
+        event = epoch_event("finetune", epoch, epochs, train, val, tick)
         on_event(event)
         history.append(event.model_dump(exclude={"type"}))
         if val.acc > best_acc:
