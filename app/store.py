@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 import time
 import unicodedata
 import uuid
@@ -278,6 +279,7 @@ class Store:
         self.projects_dir = data_dir / "projects"
         self.projects_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = data_dir / "teachbox.sqlite"
+        self._local = threading.local()
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
@@ -288,11 +290,9 @@ class Store:
 
     @contextmanager
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        """A connection; with `write`, one immediate transaction, so check-then-act is race-free."""
-        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA synchronous=NORMAL")
+        """This thread's connection; with `write`, one immediate transaction, so check-then-act is
+        race-free. Store methods never nest these blocks, so one connection per thread suffices."""
+        db = self._connection()
         try:
             if write:
                 db.execute("BEGIN IMMEDIATE")
@@ -303,8 +303,17 @@ class Store:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        finally:
-            db.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        """Opened once per thread: opening one per query cost about 0.3 ms, a tenth of a predict."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
 
     # Files
 
