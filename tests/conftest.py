@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +86,21 @@ def make_digits_dataset(
                 image = Image.fromarray(pixels, "L").resize((64, 64), Image.Resampling.NEAREST)
                 image.save(folder / str(label) / f"{index:04d}.png")
     return folders
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims a size, with almost no pixel data: only a header check refuses it
+    with the pixel-cap sentence (decoding it would fail as truncated instead)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )

@@ -7,8 +7,6 @@ real upload and a real predict against a trained model, and must be refused with
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from PIL import Image, ImageFile
 from app.config import Settings
 from app.main import create_app
 from tests.api.api_helpers import create_class, image_bytes, make_trainable, wait_for_job
+from tests.conftest import png_header_only
 
 NOT_READABLE = "This file is not an image Teachbox can read. Use JPEG, PNG, WebP, BMP or GIF."
 
@@ -29,24 +28,6 @@ def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims a size, with almost no pixel data: only a header check refuses it
-    with the pixel-cap sentence (decoding it would fail as truncated instead)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def fits() -> bytes:
