@@ -20,13 +20,12 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from app.dataset import Dataset
-from app.errors import ImageRejected, TeachboxError, TrainingCancelled
+from app.errors import ImageRejected, TeachboxError
 from app.events import (
     TERMINAL_TYPES,
     Cancelled,
     Done,
     EventSink,
-    Failed,
     Log,
     Progress,
     RunEvent,
@@ -34,7 +33,7 @@ from app.events import (
 from app.export import OnnxClassifier, write_json
 from app.health import HealthReport, analyse_health
 from app.images import DEFAULT_MAX_PIXELS, model_input
-from app.pipeline import train_to_zip
+from app.pipeline import terminal_event_on_error, train_to_zip
 from app.schemas import Mode, TrainParams
 from app.training import RunContext
 
@@ -410,24 +409,11 @@ def compare_modes(
     epochs: Mapping[Mode, int] | None = None,
 ) -> dict[str, Any]:
     """Train both modes on `dataset`'s split; write transfer.zip, finetune.zip and report.json; return the report."""
-    on_event = run.on_event
-    try:
+    cancelled = Cancelled(message="The comparison was cancelled.")
+    with terminal_event_on_error(run.on_event, cancelled, "The comparison", "the log"):
         report = _compare(dataset, params, out_dir, run, epochs)
-    except TrainingCancelled:
-        on_event(Cancelled(message="The comparison was cancelled."))
-        raise
-    except TeachboxError as exc:
-        on_event(Failed(error=exc.message))
-        raise
-    except Exception as exc:
-        on_event(
-            Failed(
-                error=f"The comparison failed unexpectedly: {exc!r}. Check the log; try again or report it."
-            )
-        )
-        raise
     chosen = report["modes"][report["recommendation"]]
-    on_event(
+    run.on_event(
         Done(val_accuracy=chosen["val_accuracy"], train_seconds=report["seconds"], metrics=report)
     )
     return report

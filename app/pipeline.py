@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from app.dataset import Dataset
 from app.errors import TeachboxError, TrainingCancelled
-from app.events import Cancelled, Done, Failed, Progress
+from app.events import Cancelled, Done, EventSink, Failed, Progress
 from app.export import export_model_zip
 from app.schemas import TrainParams
 from app.training import RunContext, TrainResult, fit
@@ -42,7 +44,7 @@ def train_to_zip(
 ) -> dict[str, Any]:
     """Train, export and verify; emit Done, Failed or Cancelled last; return the zip's metadata."""
     on_event = run.on_event
-    try:
+    with terminal_event_on_error(on_event, Cancelled(), "Training", "the server log"):
         result = fit(dataset, params, run)
         if run.should_stop():
             raise TrainingCancelled
@@ -54,19 +56,6 @@ def train_to_zip(
         metadata["metrics"]["parity"] = metadata["parity"]
         metadata["metrics"]["int8"] = metadata.get("int8")
         on_event(Progress(stage="export", done=1, total=1))
-    except TrainingCancelled:
-        on_event(Cancelled())
-        raise
-    except TeachboxError as exc:
-        on_event(Failed(error=exc.message))
-        raise
-    except Exception as exc:
-        on_event(
-            Failed(
-                error=f"Training failed unexpectedly: {exc!r}. Check the server log; try again or report it."
-            )
-        )
-        raise
     summary = {key: metadata["metrics"].get(key) for key in SUMMARY_KEYS}
     on_event(
         Done(
@@ -76,6 +65,29 @@ def train_to_zip(
         )
     )
     return metadata
+
+
+@contextmanager
+def terminal_event_on_error(
+    on_event: EventSink, cancelled: Cancelled, what: str, log: str
+) -> Iterator[None]:
+    """Report an exception as the run's one terminal event (Cancelled or Failed), then re-raise it;
+    the caller emits Done when the block succeeds."""
+    try:
+        yield
+    except TrainingCancelled:
+        on_event(cancelled)
+        raise
+    except TeachboxError as exc:
+        on_event(Failed(error=exc.message))
+        raise
+    except Exception as exc:
+        on_event(
+            Failed(
+                error=f"{what} failed unexpectedly: {exc!r}. Check {log}; try again or report it."
+            )
+        )
+        raise
 
 
 def _export(result: TrainResult, out_path: Path, max_pixels: int) -> dict[str, Any]:
