@@ -33,6 +33,19 @@ def clothing() -> Path:
     return shared_dataset("clothing-dev")
 
 
+# For EXIF orientations 2-8: the transpose to store an upright picture with, so that applying the
+# orientation gives the upright picture back.
+EXIF_STORED_AS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
 def write_image(
     path: Path,
     colour: tuple[int, int, int],

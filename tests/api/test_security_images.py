@@ -19,7 +19,7 @@ from PIL import Image, ImageFile
 from app.config import Settings
 from app.main import create_app
 from tests.api.api_helpers import create_class, image_bytes, make_trainable, wait_for_job
-from tests.conftest import png_header_only
+from tests.conftest import EXIF_STORED_AS, png_header_only
 
 NOT_READABLE = "This file is not an image Teachbox can read. Use JPEG, PNG, WebP, BMP or GIF."
 
@@ -205,16 +205,6 @@ def test_case_13_formats_outside_the_allowlist_are_refused(
 # 14. EXIF orientations 2-8 -> upright; CMYK, 16-bit, palette with transparency, RGBA, 1-bit ->
 #     consistent RGB; an animated GIF -> its first frame.
 
-# The transpose that, undone by the EXIF orientation, gives the upright picture back.
-STORED_AS = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_270,
-}
 QUADRANTS = {(0, 0): (220, 20, 20), (1, 0): (20, 200, 20), (0, 1): (20, 20, 220), (1, 1): (240, 240, 240)}  # fmt: skip
 
 
@@ -254,12 +244,12 @@ def probabilities(response: Any) -> dict[str, float]:
     return {p["label"]: p["probability"] for p in response.json()["predictions"]}
 
 
-@pytest.mark.parametrize("orientation", sorted(STORED_AS))
+@pytest.mark.parametrize("orientation", sorted(EXIF_STORED_AS))
 def test_case_14_exif_orientations_are_served_and_predicted_upright(
     trained: dict[str, Any], orientation: int
 ) -> None:
     upright = upright_picture()
-    stored = upright.transpose(STORED_AS[orientation])
+    stored = upright.transpose(EXIF_STORED_AS[orientation])
     exif = Image.Exif()
     exif[0x0112] = orientation
     jpeg = encode(stored, "JPEG", quality=95, exif=exif.tobytes())

@@ -10,7 +10,7 @@ from PIL import Image
 
 from app.errors import ImageRejected
 from app.images import Preprocessing, decode_image, model_input
-from tests.conftest import png_header_only
+from tests.conftest import EXIF_STORED_AS, png_header_only
 
 
 def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -29,18 +29,8 @@ def marked_image() -> Image.Image:
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied(orientation: int) -> None:
     # Store the pixels so that, once the EXIF transform is applied, red is top-left again.
-    inverse = {
-        1: None,
-        2: Image.Transpose.FLIP_LEFT_RIGHT,
-        3: Image.Transpose.ROTATE_180,
-        4: Image.Transpose.FLIP_TOP_BOTTOM,
-        5: Image.Transpose.TRANSPOSE,
-        6: Image.Transpose.ROTATE_90,
-        7: Image.Transpose.TRANSVERSE,
-        8: Image.Transpose.ROTATE_270,
-    }
     upright = marked_image()
-    stored = upright if inverse[orientation] is None else upright.transpose(inverse[orientation])
+    stored = upright.transpose(EXIF_STORED_AS[orientation]) if orientation > 1 else upright
     exif = Image.Exif()
     exif[0x0112] = orientation
     decoded = np.asarray(decode_image(encode(stored, "PNG", exif=exif.tobytes())))
