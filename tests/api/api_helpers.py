@@ -20,6 +20,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 RED, BLUE, GREEN = (200, 30, 30), (30, 40, 200), (30, 180, 40)
+# Fine-tuning on the CPU takes seconds per epoch: long enough to act on a running job.
+SLOW_JOB = {"mode": "finetune", "epochs": 20, "batch_size": 4}
 
 
 def image_bytes(

@@ -18,6 +18,7 @@ from app.schemas import TrainParams
 from tests.api.api_helpers import (
     BLUE,
     RED,
+    SLOW_JOB,
     create_class,
     create_project,
     image_bytes,
@@ -27,9 +28,6 @@ from tests.api.api_helpers import (
     upload,
     wait_for_job,
 )
-
-# Fine-tuning on the CPU takes seconds per epoch: long enough to act on a running job.
-SLOW_JOB = {"mode": "finetune", "epochs": 20, "batch_size": 4}
 
 
 @pytest.fixture(scope="module")

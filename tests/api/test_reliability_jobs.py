@@ -25,6 +25,7 @@ import app.training
 from tests.api.api_helpers import (
     BLUE,
     RED,
+    SLOW_JOB,
     create_class,
     create_project,
     files_under,
@@ -36,8 +37,6 @@ from tests.api.api_helpers import (
     wait_for_job,
 )
 
-# Fine-tuning on the CPU takes seconds per epoch: long enough to act on a running job.
-SLOW_JOB = {"mode": "finetune", "epochs": 20, "batch_size": 4}
 QUICK_JOB = {"mode": "transfer", "epochs": 2}
 
 

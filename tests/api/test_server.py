@@ -16,9 +16,8 @@ from typing import Any
 import httpx
 
 from app.store import Store
-from tests.api.api_helpers import ServerProcess, make_trainable, read_events, wait_for_job
+from tests.api.api_helpers import SLOW_JOB, ServerProcess, make_trainable, read_events, wait_for_job
 
-SLOW_JOB = {"mode": "finetune", "epochs": 20, "batch_size": 4}
 # How long the test waits for a server that is told to stop (its own timeout is 3 s, see ServerProcess).
 EXIT_GRACE_S = 30
 
