@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,18 @@ def post_at_once(client: TestClient, url: str, count: int, **request: Any) -> li
     for thread in threads:
         thread.join()
     return responses
+
+
+def make_zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    """A zip in memory holding `entries` (name -> bytes) exactly as named, `..` and all."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
+    return buffer.getvalue()
+
+
+def post_zip(client: TestClient, pid: str, data: bytes, field: str = "file") -> httpx.Response:
+    return client.post(
+        f"/api/projects/{pid}/import", files={field: ("classes.zip", data, "application/zip")}
+    )

@@ -10,21 +10,15 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.api_helpers import BLUE, RED, create_class, create_project, image_bytes
-
-
-def make_zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in entries.items():
-            archive.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
-    return buffer.getvalue()
-
-
-def post_zip(client: TestClient, pid: str, data: bytes, field: str = "file"):
-    return client.post(
-        f"/api/projects/{pid}/import", files={field: ("classes.zip", data, "application/zip")}
-    )
+from tests.api.api_helpers import (
+    BLUE,
+    RED,
+    create_class,
+    create_project,
+    image_bytes,
+    make_zip,
+    post_zip,
+)
 
 
 def _classes(client: TestClient, pid: str) -> dict[str, int]:

@@ -31,24 +31,12 @@ from tests.api.api_helpers import (
     create_project,
     files_under,
     image_bytes,
+    make_zip,
+    post_zip,
     upload,
 )
 
 APP = Path(__file__).resolve().parents[2] / "app"
-
-
-def make_zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in entries.items():
-            archive.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
-    return buffer.getvalue()
-
-
-def post_zip(client: TestClient, pid: str, data: bytes) -> Any:
-    return client.post(
-        f"/api/projects/{pid}/import", files={"file": ("classes.zip", data, "application/zip")}
-    )
 
 
 @pytest.fixture
