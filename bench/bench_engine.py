@@ -16,11 +16,13 @@ import shutil
 import statistics
 import tempfile
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
+from baselines import fp32_nchw_eager  # bench/ is the script's folder, first on sys.path
 
 from app.backbones import build_backbone, get_spec
 from app.dataset import Dataset, from_folder
@@ -72,14 +74,8 @@ def finetune_epoch_seconds(
     data: Dataset, cache: Path, fast: bool, epochs: int
 ) -> tuple[float, float]:
     """Median seconds of a fine-tune epoch and the validation accuracy, with or without our speed-ups."""
-    import app.training as training
-
-    saved = training.bf16_supported_on_cpu, training.FINETUNE_MEMORY_FORMAT
-    if not fast:  # the plain baseline: fp32, NCHW, eager
-        training.bf16_supported_on_cpu = lambda: False
-        training.FINETUNE_MEMORY_FORMAT = torch.contiguous_format
     seconds: list[float] = []
-    try:
+    with fp32_nchw_eager() if not fast else nullcontext():
         result = fit(
             data,
             TrainParams(mode=Mode.FINETUNE, epochs=epochs, seed=0),
@@ -92,8 +88,6 @@ def finetune_epoch_seconds(
                 ),
             ),
         )
-    finally:
-        training.bf16_supported_on_cpu, training.FINETUNE_MEMORY_FORMAT = saved
     return statistics.median(seconds), result.metrics["val_accuracy"]
 
 

@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from baselines import fp32_nchw_eager  # noqa: E402 - bench/ is the script's folder, first on sys.path
 
 from app import training  # noqa: E402 - the repository root is added just above
 from app.dataset import from_folder  # noqa: E402
@@ -39,17 +42,13 @@ def train_and_score(
     train: Path, val: Path, unseen: Path, params: TrainParams, cache: Path, out: Path, fast: bool
 ) -> tuple[float, float, float]:
     """(unseen accuracy, validation accuracy, median seconds per fine-tune epoch or total seconds)."""
-    saved = training.bf16_supported_on_cpu, training.FINETUNE_MEMORY_FORMAT
-    if not fast:
-        training.bf16_supported_on_cpu = lambda: False
-        training.FINETUNE_MEMORY_FORMAT = torch.contiguous_format
     epochs: list[float] = []
 
     def note(event: object) -> None:
         if isinstance(event, Epoch) and event.stage == "finetune":
             epochs.append(event.seconds)
 
-    try:
+    with fp32_nchw_eager() if not fast else nullcontext():
         started = time.perf_counter()
         metadata = train_to_zip(
             from_folder(train, val, seed=params.seed),
@@ -58,8 +57,6 @@ def train_and_score(
             RunContext(make_embedder(params.backbone, cache), on_event=note),
         )
         seconds = statistics.median(epochs) if epochs else time.perf_counter() - started
-    finally:
-        training.bf16_supported_on_cpu, training.FINETUNE_MEMORY_FORMAT = saved
     return evaluate_zip(out, unseen)["accuracy"], metadata["metrics"]["val_accuracy"], seconds
 
 
