@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-from app.compare import compare_modes
-from app.dataset import Dataset, from_folder
-from app.embeddings import make_embedder
-from app.pipeline import train_to_zip
-from app.schemas import Mode, TrainParams
-from app.training import RunContext
+from app.engine.compare.run import compare_modes
+from app.engine.dataset import Dataset, from_folder
+from app.engine.embeddings import make_embedder
+from app.engine.params import Mode, TrainParams
+from app.engine.pipeline import train_to_zip
+from app.engine.training import RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers-dev" / "train"

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from baselines import fp32_nchw_eager  # bench/ is the script's folder, first on sys.path
 
-from app.backbones import build_backbone, get_spec
-from app.dataset import Dataset, from_folder
-from app.embeddings import Embedder, make_embedder, resolve_device
-from app.export import OnnxClassifier, export_model_zip
-from app.images import model_input
-from app.schemas import Mode, TrainParams
-from app.training import RunContext, fit
+from app.engine.backbones import build_backbone, get_spec
+from app.engine.dataset import Dataset, from_folder
+from app.engine.embeddings import Embedder, make_embedder, resolve_device
+from app.engine.export import OnnxClassifier, export_model_zip
+from app.engine.images import model_input
+from app.engine.params import Mode, TrainParams
+from app.engine.training import RunContext, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers-dev" / "train"

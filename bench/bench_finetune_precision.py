@@ -28,13 +28,13 @@ sys.path.insert(0, str(ROOT))
 from baselines import fp32_nchw_eager  # noqa: E402 - bench/ is the script's folder, first on sys.path
 
 from app import training  # noqa: E402 - the repository root is added just above
-from app.dataset import from_folder  # noqa: E402
-from app.embeddings import make_embedder  # noqa: E402
-from app.events import Epoch  # noqa: E402
-from app.export import evaluate_zip  # noqa: E402
-from app.pipeline import train_to_zip  # noqa: E402
-from app.schemas import Mode, TrainParams  # noqa: E402
-from app.training import RunContext  # noqa: E402
+from app.engine.dataset import from_folder  # noqa: E402
+from app.engine.embeddings import make_embedder  # noqa: E402
+from app.engine.events import Epoch  # noqa: E402
+from app.engine.export import evaluate_zip  # noqa: E402
+from app.engine.params import Mode, TrainParams  # noqa: E402
+from app.engine.pipeline import train_to_zip  # noqa: E402
+from app.engine.training import RunContext  # noqa: E402
 from tests.conftest import make_digits_dataset  # noqa: E402
 
 

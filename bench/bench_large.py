@@ -27,11 +27,11 @@ DEFAULT_SOURCE = ROOT.parent / "shared" / "datasets" / "flowers-dev" / "train"
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from app.dataset import from_folder
-from app.embeddings import make_embedder
-from app.schemas import TrainParams
-from app.pipeline import train_to_zip
-from app.training import RunContext
+from app.engine.dataset import from_folder
+from app.engine.embeddings import make_embedder
+from app.engine.params import TrainParams
+from app.engine.pipeline import train_to_zip
+from app.engine.training import RunContext
 data_dir, cache, out = map(Path, sys.argv[1:4])
 params = TrainParams(seed=0)
 tick = time.perf_counter()

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_load.py [--uploads 50] [--subscribers 200] [--rounds 3] [--json out.json]
 
-Starts `python -m app.main` (uvicorn) on a free 127.0.0.1 port with a temporary data dir, then:
+Starts `python -m app.web.factory` (uvicorn) on a free 127.0.0.1 port with a temporary data dir, then:
 
 1. `--uploads` concurrent uploads of one ~5 MB JPEG each (real, distinct photo-sized files), with
    `/api/health` polled meanwhile;
@@ -96,7 +96,11 @@ def start_server(scratch: Path) -> Server:
     }
     log = (scratch / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.main"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "app.web.factory"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     server = Server(process, f"http://127.0.0.1:{port}", scratch / "data")
     deadline = time.monotonic() + 60

@@ -22,7 +22,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.api.api_helpers import ServerProcess  # noqa: E402 - the repository root is added just above
+from tests.web.api_helpers import ServerProcess  # noqa: E402 - the repository root is added just above
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers-dev" / "train"
 

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder: the shared photo sets and small real image files."""
+"""Fixtures shared by every test folder: the shared photo sets, small real image files, one
+embeddings cache per session and one small trained model zip."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from app.engine.backbones import BACKBONES, hub_checkpoint_dir
+from app.engine.dataset import from_folder
+from app.engine.embeddings import Embedder, make_embedder
+from app.engine.params import TrainParams
+from app.engine.pipeline import train_to_zip
+from app.engine.training import RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -117,3 +125,48 @@ def png_header_only(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
         + chunk(b"IEND", b"")
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Browser tests last: Playwright's sync API keeps an event loop running in the main thread
+    # for the whole session, and tests that call asyncio.run() cannot share the thread with it.
+    items.sort(key=lambda item: "browser" in item.keywords)
+    checkpoint = hub_checkpoint_dir() / BACKBONES["mobilenet_v2"].filename
+    if checkpoint.is_file():
+        return
+    skip = pytest.mark.skip(
+        reason=f"{checkpoint} is missing: run `make setup` (it calls `teachbox weights`)"
+    )
+    for item in items:
+        if "weights" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def embedder(cache_dir: Path) -> Embedder:
+    return make_embedder("mobilenet_v2", cache_dir)
+
+
+@pytest.fixture(scope="session")
+def session_colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_colour_dataset(tmp_path_factory.mktemp("colours") / "data", per_class=10)
+
+
+@pytest.fixture(scope="session")
+def trained_zip(
+    tmp_path_factory: pytest.TempPathFactory, session_colours: Path, embedder: Embedder
+) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("model") / "model.zip"
+    params = TrainParams(epochs=15, seed=3)
+    metadata = train_to_zip(
+        from_folder(session_colours, None, params.val_split, params.seed),
+        params,
+        out,
+        RunContext(embedder),
+    )
+    return out, metadata

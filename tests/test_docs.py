@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser
+from app.cli.commands import build_parser
 from app.config import Settings
-from app.schemas import TrainParams
+from app.engine.params import TrainParams
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 

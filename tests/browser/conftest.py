@@ -49,7 +49,7 @@ def _free_socket() -> socket.socket:
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The real app under uvicorn in a thread, on a free 127.0.0.1 port, with its own data dir."""
     from app.config import Settings
-    from app.main import create_app
+    from app.web.factory import create_app
 
     data_dir = tmp_path_factory.mktemp("teachbox-data")
     app = create_app(Settings(data_dir=data_dir))

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from app.schemas import DEFAULT_EPOCHS, Mode
+from app.engine.params import DEFAULT_EPOCHS, Mode
 from tests.browser.conftest import PHONE, LiveServer
 from tests.conftest import SHARED_DATASETS, write_image
 

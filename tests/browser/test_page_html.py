@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.backbones import BACKBONES
 from app.config import Settings
-from app.main import create_app
-from app.schemas import DEFAULT_EPOCHS, MODE_HELP, Mode, TrainParams
+from app.engine.backbones import BACKBONES
+from app.engine.params import DEFAULT_EPOCHS, MODE_HELP, Mode, TrainParams
+from app.web.factory import create_app
 
 TEST_IDS = {"class-card", "add-class", "class-name", "class-upload", "class-count", "mode-transfer", "mode-finetune",
             "train", "progress", "train-status", "preview-upload", "prediction", "download-model", "compare",

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from app.events import Interrupted
-from app.jobs import INTERRUPTED_BY_RESTART
-from app.schemas import TrainParams
-from app.store import JobStatus, prepare_image
-from tests.api.api_helpers import BLUE, RED, image_bytes
+from app.engine.events import Interrupted
+from app.engine.params import TrainParams
+from app.service.runners.in_process import INTERRUPTED_BY_RESTART
+from app.service.store import JobStatus, prepare_image
 from tests.browser.conftest import LiveServer
+from tests.web.api_helpers import BLUE, RED, image_bytes
 
 pytestmark = pytest.mark.browser
 

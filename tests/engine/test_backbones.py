@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.backbones import BACKBONES, build_backbone, find_weights, install_offline_weights
-from app.errors import TeachboxError
+from app.engine.backbones import BACKBONES, build_backbone, find_weights, install_offline_weights
+from app.engine.errors import TeachboxError
 
 
 def test_preprocessing_comes_from_the_weights() -> None:

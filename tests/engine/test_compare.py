@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from app.cli import main
-from app.compare import (
+from app.cli.commands import main
+from app.engine.compare.run import (
     CompareReport,
     RunEvents,
     compare_modes,
@@ -22,13 +22,13 @@ from app.compare import (
     validation_outcomes,
     wilson_interval,
 )
-from app.dataset import from_folder, from_items, scan_folder
-from app.embeddings import Embedder, EmbeddingCache
-from app.errors import TrainingCancelled
-from app.events import Cancelled, Done, Epoch, Failed, Log, Progress, Started
-from app.export import OnnxClassifier
-from app.schemas import Mode, TrainParams
-from app.training import RunContext
+from app.engine.dataset import from_folder, from_items, scan_folder
+from app.engine.embeddings import Embedder, EmbeddingCache
+from app.engine.errors import TrainingCancelled
+from app.engine.events import Cancelled, Done, Epoch, Failed, Log, Progress, Started
+from app.engine.export import OnnxClassifier
+from app.engine.params import Mode, TrainParams
+from app.engine.training import RunContext
 
 
 def outcomes(

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from app.backbones import build_backbone
-from app.dataset import from_folder
-from app.embeddings import Embedder, OnnxEngine, TorchEngine, backbone_onnx
-from app.schemas import Mode, TrainParams
-from app.training import RunContext, fit
+from app.engine.backbones import build_backbone
+from app.engine.dataset import from_folder
+from app.engine.embeddings import Embedder, OnnxEngine, TorchEngine, backbone_onnx
+from app.engine.params import Mode, TrainParams
+from app.engine.training import RunContext, fit
 
 pytestmark = [
     pytest.mark.cuda,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.dataset import MIN_IMAGES_PER_CLASS, from_folder, from_items, stratified_split
-from app.errors import TeachboxError
+from app.engine.dataset import MIN_IMAGES_PER_CLASS, from_folder, from_items, stratified_split
+from app.engine.errors import TeachboxError
 from tests.conftest import make_colour_dataset, write_image
 
 

@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from app.backbones import build_backbone
-from app.embeddings import EmbeddingCache, OnnxEngine, TorchEngine, backbone_onnx, make_embedder
-from app.images import list_image_files, model_input
+from app.engine.backbones import build_backbone
+from app.engine.embeddings import (
+    EmbeddingCache,
+    OnnxEngine,
+    TorchEngine,
+    backbone_onnx,
+    make_embedder,
+)
+from app.engine.images import list_image_files, model_input
 from tests.conftest import make_colour_dataset, write_image
 
 pytestmark = pytest.mark.weights
@@ -46,7 +52,7 @@ def test_unreadable_images_are_reported_not_fatal(tmp_path: Path) -> None:
 
 
 def test_onnx_and_torch_engines_agree(tmp_path: Path, cache_dir: Path) -> None:
-    from app.backbones import get_spec
+    from app.engine.backbones import get_spec
 
     prep = get_spec("mobilenet_v2").preprocessing
     images = [

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from app.export import ZIP_MEMBERS, OnnxClassifier, evaluate_zip, load_classifier
-from app.images import model_input
-from app.training import RunContext
+from app.engine.export import ZIP_MEMBERS, OnnxClassifier, evaluate_zip, load_classifier
+from app.engine.images import model_input
+from app.engine.training import RunContext
 
 pytestmark = pytest.mark.weights
 
@@ -125,7 +125,7 @@ def test_safetensors_reload_predicts_like_onnx(
 
 
 def test_evaluate_refuses_unknown_classes(trained_zip: tuple[Path, dict], tmp_path: Path) -> None:
-    from app.errors import TeachboxError
+    from app.engine.errors import TeachboxError
     from tests.conftest import make_colour_dataset
 
     root = make_colour_dataset(
@@ -141,9 +141,9 @@ def test_evaluate_refuses_unknown_classes(trained_zip: tuple[Path, dict], tmp_pa
 def test_int8_export_is_smaller_and_measured(
     session_colours: Path, embedder, tmp_path: Path
 ) -> None:
-    from app.dataset import from_folder
-    from app.pipeline import train_to_zip
-    from app.schemas import TrainParams
+    from app.engine.dataset import from_folder
+    from app.engine.params import TrainParams
+    from app.engine.pipeline import train_to_zip
 
     params = TrainParams(epochs=5, int8=True)
     metadata = train_to_zip(

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageEnhance
 
-from app.cli import main
-from app.dataset import from_folder, from_items
-from app.embeddings import Embedder
-from app.health import (
+from app.cli.commands import main
+from app.engine.dataset import from_folder, from_items
+from app.engine.embeddings import Embedder
+from app.engine.health.report import (
     NEAR_DUPLICATE_SIMILARITY,
     FindingKind,
     HealthReport,
@@ -25,8 +25,8 @@ from app.health import (
     nested_subsets,
     trend_of,
 )
-from app.schemas import TrainParams
-from app.training import Embedded
+from app.engine.params import TrainParams
+from app.engine.training import Embedded
 
 
 def write_scene(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.errors import ImageRejected
-from app.images import Preprocessing, decode_image, model_input
+from app.engine.errors import ImageRejected
+from app.engine.images import Preprocessing, decode_image, model_input
 from tests.conftest import EXIF_STORED_AS, png_header_only
 
 

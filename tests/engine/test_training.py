@@ -8,15 +8,15 @@ import pytest
 import torch
 from pydantic import BaseModel
 
-from app.backbones import build_backbone, get_spec
-from app.dataset import from_folder
-from app.embeddings import Embedder
-from app.errors import TeachboxError, TrainingCancelled
-from app.events import Cancelled, Done, Epoch, Progress, Started
-from app.images import model_input
-from app.pipeline import train_to_zip
-from app.schemas import Mode, TrainParams
-from app.training import (
+from app.engine.backbones import build_backbone, get_spec
+from app.engine.dataset import from_folder
+from app.engine.embeddings import Embedder
+from app.engine.errors import TeachboxError, TrainingCancelled
+from app.engine.events import Cancelled, Done, Epoch, Progress, Started
+from app.engine.images import model_input
+from app.engine.params import Mode, TrainParams
+from app.engine.pipeline import train_to_zip
+from app.engine.training import (
     FINETUNE_MEMORY_FORMAT,
     Classifier,
     FinetuneLoader,

@@ -1,0 +1,1 @@
+"""The `teachbox` command line: train, compare, health, evaluate, predict, weights and serve."""

@@ -1,0 +1,1 @@
+"""Transfer learning against fine-tuning, measured side by side on the same split."""

@@ -1,0 +1,130 @@
+"""Labelled image lists: reading a class-per-folder tree, checking minimums, and a seeded stratified split."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.engine.errors import TeachboxError
+from app.engine.images import list_image_files
+
+MIN_CLASSES = 2
+# Two for training plus one held out for validation is the least that can be measured at all.
+MIN_IMAGES_PER_CLASS = 3
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclass
+class Dataset:
+    """A training set and a validation set over the same labels."""
+
+    labels: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def counts(self, split: str = "train") -> dict[str, int]:
+        samples = self.train if split == "train" else self.val
+        tally = {label: 0 for label in self.labels}
+        for sample in samples:
+            tally[self.labels[sample.label]] += 1
+        return tally
+
+    def without(self, bad_paths: set[Path]) -> Dataset:
+        """The same dataset minus images found unreadable while embedding them."""
+        return Dataset(
+            self.labels,
+            [s for s in self.train if s.path not in bad_paths],
+            [s for s in self.val if s.path not in bad_paths],
+            self.skipped,
+        )
+
+
+def scan_folder(data_dir: Path) -> tuple[list[str], list[tuple[Path, str]]]:
+    """Class names (sub-folder names, sorted) and every (image path, class name) inside them."""
+    if not data_dir.is_dir():
+        raise TeachboxError(
+            f"The data folder {data_dir} does not exist. Give a folder with one sub-folder per class."
+        )
+    class_dirs = sorted(d for d in data_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    items = [(path, d.name) for d in class_dirs for path in list_image_files(d)]
+    return [d.name for d in class_dirs], items
+
+
+def check_minimums(counts: dict[str, int]) -> None:
+    """Raise a sentence that says what is missing when there is too little to train on."""
+    if len(counts) < MIN_CLASSES:
+        raise TeachboxError(
+            f"Training needs at least {MIN_CLASSES} classes; there is {len(counts)}. Add another class with images.",
+            422,
+        )
+    short = [f"'{name}' has {n}" for name, n in counts.items() if n < MIN_IMAGES_PER_CLASS]
+    if short:
+        raise TeachboxError(
+            f"Each class needs at least {MIN_IMAGES_PER_CLASS} images: {', '.join(short)}. Add images to "
+            + ("it." if len(short) == 1 else "them."),
+            422,
+        )
+
+
+def stratified_split(
+    items: list[tuple[Path, int]], val_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """Hold out `val_fraction` of each class (at least one image), the same way for the same seed."""
+    by_label: dict[int, list[Path]] = defaultdict(list)
+    for path, label in sorted(items, key=lambda item: (item[1], str(item[0]))):
+        by_label[label].append(path)
+    rng = random.Random(seed)
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for label in sorted(by_label):
+        paths = by_label[label]
+        rng.shuffle(paths)
+        n_val = min(len(paths) - 1, max(1, round(len(paths) * val_fraction)))
+        val.extend(Sample(p, label) for p in paths[:n_val])
+        train.extend(Sample(p, label) for p in paths[n_val:])
+    return train, val
+
+
+def from_items(
+    items: list[tuple[Path, str]],
+    labels: list[str] | None = None,
+    val_items: list[tuple[Path, str]] | None = None,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+) -> Dataset:
+    """A Dataset from explicit (path, class name) pairs, split unless validation items are given."""
+    labels = labels or sorted({name for _, name in items})
+    index = {name: i for i, name in enumerate(labels)}
+    counts = {name: 0 for name in labels}
+    for _, name in items:
+        counts[name] += 1
+    if val_items is None:
+        check_minimums(counts)
+        train, val = stratified_split([(p, index[n]) for p, n in items], val_fraction, seed)
+        return Dataset(labels, train, val)
+    check_minimums({name: n + 1 for name, n in counts.items()} if counts else counts)
+    unknown = sorted({n for _, n in val_items} - set(labels))
+    if unknown:
+        raise TeachboxError(
+            f"The validation folder has classes the training folder lacks: {', '.join(unknown)}. Rename or remove them.",
+            422,
+        )
+    return Dataset(
+        labels, [Sample(p, index[n]) for p, n in items], [Sample(p, index[n]) for p, n in val_items]
+    )
+
+
+def from_folder(
+    data_dir: Path, val_dir: Path | None = None, val_fraction: float = 0.15, seed: int = 0
+) -> Dataset:
+    labels, items = scan_folder(data_dir)
+    val_items = scan_folder(val_dir)[1] if val_dir is not None else None
+    return from_items(items, labels, val_items, val_fraction, seed)

@@ -1,0 +1,106 @@
+"""The training parameters: one model shared by the web form, the REST API, the CLI and metadata.json."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Mode(StrEnum):
+    TRANSFER = "transfer"
+    FINETUNE = "finetune"
+
+
+MODE_HELP: dict[Mode, str] = {
+    Mode.TRANSFER: "Frozen pretrained backbone, new classifier head: fast, needs few images, rarely overfits.",
+    Mode.FINETUNE: "Head first, then the last backbone blocks retrained with a smaller learning rate: "
+    "adapts to images unlike everyday photos, needs more images and time, overfits more easily.",
+}
+
+# Epochs are cheap in transfer mode (the head trains on cached embeddings) and dear in fine-tuning.
+DEFAULT_EPOCHS: dict[Mode, int] = {Mode.TRANSFER: 40, Mode.FINETUNE: 15}
+
+
+class TrainParams(BaseModel):
+    """What a user may choose for one training run; every field has a range and a description."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    mode: Mode = Field(
+        Mode.TRANSFER,
+        description="transfer: frozen backbone, new head. finetune: also retrain the last backbone blocks.",
+    )
+    backbone: str = Field(
+        "mobilenet_v2", description="Pretrained network used as the feature extractor."
+    )
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        le=500,
+        description="Passes over the training images (default: 40 for transfer, 15 for fine-tuning).",
+    )
+    batch_size: int = Field(32, ge=1, le=512, description="Images per optimisation step.")
+    learning_rate: float = Field(
+        1e-3,
+        gt=0,
+        le=1.0,
+        description="Learning rate of the head; the backbone uses 0.3 times it when fine-tuning.",
+    )
+    unfreeze_blocks: int | None = Field(
+        None,
+        ge=1,
+        le=20,
+        description="Fine-tuning only: how many blocks, counted from the end, are retrained (default per backbone).",
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed for the split, the initial weights and the batch order.",
+    )
+    val_split: float = Field(
+        0.15,
+        ge=0.05,
+        le=0.5,
+        description="Fraction of each class held out for validation when no validation folder is given.",
+    )
+    int8: bool = Field(
+        False,
+        description="Also export an int8-quantised model.int8.onnx (about 3x smaller, for edge devices); its accuracy change is measured and recorded.",
+    )
+
+    @model_validator(mode="after")
+    def _known_backbone(self) -> TrainParams:
+        from app.engine.backbones import BACKBONES
+
+        if self.backbone not in BACKBONES:
+            names = ", ".join(BACKBONES)
+            raise ValueError(f"Unknown backbone '{self.backbone}'. Choose one of: {names}.")
+        return self
+
+    @property
+    def resolved_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.mode]
+
+    @property
+    def resolved_unfreeze_blocks(self) -> int:
+        from app.engine.backbones import BACKBONES
+
+        spec = BACKBONES[self.backbone]
+        wanted = (
+            self.unfreeze_blocks
+            if self.unfreeze_blocks is not None
+            else spec.default_unfreeze_blocks
+        )
+        return min(wanted, len(spec.block_names))
+
+    def resolved(self) -> dict[str, Any]:
+        """The parameters as actually used, defaults filled in (what metadata.json records)."""
+        data = self.model_dump(mode="json")
+        data["epochs"] = self.resolved_epochs
+        data["unfreeze_blocks"] = (
+            self.resolved_unfreeze_blocks if self.mode is Mode.FINETUNE else None
+        )
+        return data

@@ -1,0 +1,103 @@
+"""Training to a model zip, with exactly one terminal event: what the CLI and the web worker both run."""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from app.engine.dataset import Dataset
+from app.engine.errors import TeachboxError, TrainingCancelled
+from app.engine.events import Cancelled, Done, EventSink, Failed, Progress
+from app.engine.export import export_model_zip
+from app.engine.params import TrainParams
+from app.engine.training import RunContext, TrainResult, fit
+
+# Metrics that belong in the terminal event; the full history is already in the epoch events.
+SUMMARY_KEYS = (
+    "val_accuracy",
+    "per_class",
+    "confusion_matrix",
+    "labels",
+    "misclassified",
+    "n_train",
+    "n_val",
+    "epochs_run",
+    "train_seconds",
+    "export_seconds",
+    "device",
+    "history",
+    "skipped",
+    "parity",
+    "int8",
+)
+
+
+def train_to_zip(
+    dataset: Dataset,
+    params: TrainParams,
+    out_path: Path,
+    run: RunContext,
+) -> dict[str, Any]:
+    """Train, export and verify; emit Done, Failed or Cancelled last; return the zip's metadata."""
+    on_event = run.on_event
+    with terminal_event_on_error(on_event, Cancelled(), "Training", "the server log"):
+        result = fit(dataset, params, run)
+        if run.should_stop():
+            raise TrainingCancelled
+        on_event(Progress(stage="export", done=0, total=1))
+        tick = time.perf_counter()
+        result.metrics["parity"] = None
+        metadata = _export(result, out_path, run.max_pixels)
+        metadata["metrics"]["export_seconds"] = round(time.perf_counter() - tick, 3)
+        metadata["metrics"]["parity"] = metadata["parity"]
+        metadata["metrics"]["int8"] = metadata.get("int8")
+        on_event(Progress(stage="export", done=1, total=1))
+    summary = {key: metadata["metrics"].get(key) for key in SUMMARY_KEYS}
+    on_event(
+        Done(
+            val_accuracy=result.metrics["val_accuracy"],
+            train_seconds=result.train_seconds,
+            metrics=summary,
+        )
+    )
+    return metadata
+
+
+@contextmanager
+def terminal_event_on_error(
+    on_event: EventSink, cancelled: Cancelled, what: str, log: str
+) -> Iterator[None]:
+    """Report an exception as the run's one terminal event (Cancelled or Failed), then re-raise it;
+    the caller emits Done when the block succeeds."""
+    try:
+        yield
+    except TrainingCancelled:
+        on_event(cancelled)
+        raise
+    except TeachboxError as exc:
+        on_event(Failed(error=exc.message))
+        raise
+    except Exception as exc:
+        on_event(
+            Failed(
+                error=f"{what} failed unexpectedly: {exc!r}. Check {log}; try again or report it."
+            )
+        )
+        raise
+
+
+def _export(result: TrainResult, out_path: Path, max_pixels: int) -> dict[str, Any]:
+    """Write the model zip; a full disk becomes a sentence (the zip is written aside, then renamed)."""
+    try:
+        return export_model_zip(result, out_path, max_pixels=max_pixels)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise TeachboxError(
+                "The disk is full, so the model could not be saved. Free some space, then train again.",
+                507,
+            ) from None
+        raise

@@ -1,0 +1,465 @@
+"""Training jobs off the event loop: a persisted event log per job, a runner interface, one worker per device.
+
+The routes talk to a `JobRunner`; `InProcessRunner` is the one that ships: a worker thread that
+trains one job at a time on the configured device and, between jobs, computes the embeddings of
+newly uploaded images so that a transfer-mode job only has to train the head. A queue on a
+distributed engine could implement the same protocol, reading and writing the same store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import logging
+import queue
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel
+
+from app.config import Settings
+from app.engine.compare.run import compare_modes
+from app.engine.dataset import from_items
+from app.engine.embeddings import Embedder, EmbeddingCache, make_embedder
+from app.engine.errors import TeachboxError, TrainingCancelled
+from app.engine.events import TERMINAL_TYPES, Cancelled, Done, Failed, Interrupted, Log
+from app.engine.export import OnnxClassifier
+from app.engine.images import model_input
+from app.engine.params import TrainParams
+from app.engine.pipeline import train_to_zip
+from app.engine.training import RunContext, is_out_of_memory, release_accelerator_memory
+from app.service.batching import BatchTiming, PredictBatcher
+from app.service.redaction import Publisher
+from app.service.store import Job, JobKind, JobStatus, Store, StoredEvent, StoredImage
+
+logger = logging.getLogger("teachbox.jobs")
+
+INTERRUPTED_BY_RESTART = "Teachbox stopped while this job was queued or running, so it was interrupted. Start training again."
+INTERRUPTED_BY_SHUTDOWN = "Teachbox was shut down while this job was running, so it was interrupted. Start training again."
+# Background embedding works in chunks, so that a job submitted meanwhile waits at most one chunk.
+EMBED_CHUNK = 32
+_JOB_PRIORITY, _EMBED_PRIORITY, _STOP_PRIORITY = 1, 2, 0
+# A job that runs out of GPU memory is trained again with half the batch size, at most this often.
+OOM_RETRIES = 3
+
+
+def out_of_memory_sentence(batch_size: int) -> str:
+    return (
+        f"The GPU ran out of memory even with a batch size of {batch_size}. Choose a smaller batch "
+        "size or backbone, or stop other work on the GPU, then train again."
+    )
+
+
+class EventLog:
+    """Each job's events with increasing ids: persisted in the store, mirrored in memory while live.
+
+    Appends come from worker threads; readers are SSE streams on the event loop, woken on append.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._append_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._next: dict[str, int] = {}
+        self._live: dict[str, list[StoredEvent]] = {}
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def append(self, job_id: str, event: BaseModel) -> StoredEvent:
+        with self._append_lock:
+            seq = self._next.pop(job_id, None) or self._store.last_event_seq(job_id) + 1
+            stored = StoredEvent(seq, str(getattr(event, "type", "log")), event.model_dump_json())
+            self._store.add_event(job_id, seq, stored.type, stored.data)
+            terminal = stored.type in TERMINAL_TYPES
+            if not terminal:
+                self._next[job_id] = seq + 1
+            with self._lock:
+                if terminal:
+                    self._live.pop(job_id, None)
+                elif seq == 1 or job_id in self._live:
+                    self._live.setdefault(job_id, []).append(stored)
+                waiters = list(self._waiters.get(job_id, ()))
+        for loop, flag in waiters:
+            with suppress(RuntimeError):  # the stream's loop has closed: nobody is waiting any more
+                loop.call_soon_threadsafe(flag.set)
+        return stored
+
+    def read(self, job_id: str, after: int) -> list[StoredEvent]:
+        """Events with ids above `after`, from memory while the job is live, else from the store."""
+        live = self._live_after(job_id, after)
+        return live if live is not None else self._store.events_after(job_id, after)
+
+    async def read_async(self, job_id: str, after: int) -> list[StoredEvent]:
+        """As `read`, with the store's query in a worker thread, off the event loop."""
+        live = self._live_after(job_id, after)
+        if live is not None:
+            return live
+        return await anyio.to_thread.run_sync(self._store.events_after, job_id, after)
+
+    def _live_after(self, job_id: str, after: int) -> list[StoredEvent] | None:
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is None:
+                return None
+            return live[bisect.bisect_right(live, after, key=lambda event: event.seq) :]
+
+    async def wait(self, job_id: str, after: int, timeout_s: float) -> list[StoredEvent]:
+        """Events after `after`, waiting up to `timeout_s` for the next one; [] on timeout."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters.setdefault(job_id, set()).add(waiter)
+        try:
+            events = await self.read_async(job_id, after)
+            if events:
+                return events
+            try:
+                await asyncio.wait_for(waiter[1].wait(), timeout_s)
+            except TimeoutError:
+                return []  # nothing was appended meanwhile, so there is nothing new to read
+            return await self.read_async(job_id, after)
+        finally:
+            with self._lock:
+                waiting = self._waiters.get(job_id, set())
+                waiting.discard(waiter)
+                if not waiting:
+                    self._waiters.pop(job_id, None)
+
+
+class WarmModels:
+    """Exported models kept loaded for predict, a few at a time, least recently used dropped first."""
+
+    def __init__(self, store: Store, size: int, max_batch: int = 16) -> None:
+        self._store = store
+        self._size = size
+        self._lock = threading.Lock()
+        self._models: OrderedDict[str, OnnxClassifier] = OrderedDict()
+        self.batcher = PredictBatcher(max_batch)
+
+    def predict(self, job: Job, image: Image.Image) -> tuple[list[str], np.ndarray, BatchTiming]:
+        """The labels and one image's probabilities, run together with any predictions queued beside it."""
+        classifier = self.get(job)
+        probabilities, timing = self.batcher.predict(
+            classifier, model_input(image, classifier.preprocessing)
+        )
+        return classifier.labels, probabilities, timing
+
+    def get(self, job: Job) -> OnnxClassifier:
+        with self._lock:
+            if job.id in self._models:
+                self._models.move_to_end(job.id)
+                return self._models[job.id]
+        path = self._store.model_path(job)
+        if not path.is_file():
+            raise TeachboxError(
+                f"The model file of job {job.id} is missing from the data folder. Train the project again.",
+                409,
+            )
+        model = OnnxClassifier.from_zip(path)
+        with self._lock:
+            self._models[job.id] = model
+            while len(self._models) > self._size:
+                self._models.popitem(last=False)
+        return model
+
+    def forget(self, job_ids: Sequence[str]) -> None:
+        with self._lock:
+            for job_id in job_ids:
+                self._models.pop(job_id, None)
+
+
+class JobRunner(Protocol):
+    """What the routes need from whatever runs jobs; swap in a distributed queue without touching them."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout_s: float) -> None: ...
+
+    def submit(self, job: Job) -> None: ...
+
+    def cancel(self, job: Job) -> None: ...
+
+    def embed_soon(self, project_id: str, images: Sequence[StoredImage]) -> None: ...
+
+    def pending_embeddings(self, project_id: str) -> int: ...
+
+    def embedder(self, backbone: str) -> Embedder: ...
+
+
+@dataclass(order=True)
+class _Task:
+    priority: int
+    order: int
+    run: Callable[[], None] | None = field(compare=False, default=None)
+
+
+@dataclass
+class _Outcome:
+    status: JobStatus
+    event: BaseModel
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def _outcome(terminal: BaseModel, shutting_down: bool) -> _Outcome:
+    if isinstance(terminal, Done):
+        metrics = {
+            "val_accuracy": terminal.val_accuracy,
+            "train_seconds": terminal.train_seconds,
+            **terminal.metrics,
+        }
+        return _Outcome(JobStatus.SUCCEEDED, terminal, metrics=metrics)
+    if isinstance(terminal, Cancelled) and shutting_down:
+        return _Outcome(
+            JobStatus.INTERRUPTED,
+            Interrupted(message=INTERRUPTED_BY_SHUTDOWN),
+            error=INTERRUPTED_BY_SHUTDOWN,
+        )
+    if isinstance(terminal, Cancelled):
+        return _Outcome(JobStatus.CANCELLED, terminal)
+    error = terminal.error if isinstance(terminal, Failed) else str(terminal)
+    return _Outcome(JobStatus.FAILED, terminal, error=error)
+
+
+class InProcessRunner:
+    """One worker thread for the configured device: jobs first, background embedding in between."""
+
+    def __init__(self, store: Store, log: EventLog, models: WarmModels, settings: Settings) -> None:
+        self._store, self._log, self._models, self._settings = store, log, models, settings
+        self._queue: queue.PriorityQueue[_Task] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._stops: dict[str, threading.Event] = {}
+        self._jobs_waiting = 0
+        self._pending: Counter[str] = Counter()
+        self._embedders: dict[str, Embedder] = {}
+        self._shutting_down = threading.Event()
+        self._thread = threading.Thread(
+            target=self._work, name=f"teachbox-worker-{settings.device}", daemon=True
+        )
+
+    # The JobRunner protocol
+
+    def start(self) -> None:
+        """Mark jobs a previous process left unfinished as interrupted, then start the worker."""
+        for job_id in self._store.interrupt_unfinished(INTERRUPTED_BY_RESTART):
+            self._log.append(job_id, Interrupted(message=INTERRUPTED_BY_RESTART))
+        self._thread.start()
+        for project in self._store.list_projects():
+            self.embed_soon(project.id, self._store.list_images(project.id))
+
+    def stop(self, timeout_s: float) -> None:
+        """Stop the running job (it is marked interrupted) and wait for the worker to finish."""
+        self._shutting_down.set()
+        with self._lock:
+            for flag in self._stops.values():
+                flag.set()
+        self._put(_STOP_PRIORITY, None)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self._stops[job.id] = threading.Event()
+            self._jobs_waiting += 1
+        self._put(_JOB_PRIORITY, lambda: self._run_job(job.id))
+
+    def cancel(self, job: Job) -> None:
+        """Cancel a queued job at once; ask a running one to stop at its next check."""
+        with self._lock:
+            flag = self._stops.get(job.id)
+        if flag is not None:
+            flag.set()
+        if self._store.cancel_queued(job.id):
+            self._log.append(job.id, Cancelled())
+
+    def embed_soon(self, project_id: str, images: Sequence[StoredImage]) -> None:
+        if not self._settings.embed_on_upload or not images:
+            return
+        backbone = self._backbone_for(project_id)
+        cache = self._embedder(backbone).cache
+        cached = cache.get_many([EmbeddingCache.key(backbone, image.sha256) for image in images])
+        paths = [
+            self._store.image_path(im)
+            for im in images
+            if EmbeddingCache.key(backbone, im.sha256) not in cached
+        ]
+        if not paths:
+            return
+        with self._lock:
+            self._pending[project_id] += len(paths)
+        self._put(_EMBED_PRIORITY, lambda: self._embed(project_id, backbone, paths))
+
+    def pending_embeddings(self, project_id: str) -> int:
+        with self._lock:
+            return self._pending[project_id]
+
+    def embedder(self, backbone: str) -> Embedder:
+        """The embedder jobs use, with its cache: for analyses outside a job, such as data health."""
+        return self._embedder(backbone)
+
+    # The worker
+
+    def _put(self, priority: int, run: Callable[[], None] | None) -> None:
+        self._queue.put(_Task(priority, next(self._order), run))
+
+    def _work(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task.run is None:
+                return
+            try:
+                task.run()
+            except Exception:
+                logger.exception("A background task failed")
+
+    def _embedder(self, backbone: str) -> Embedder:
+        with self._lock:
+            if backbone not in self._embedders:
+                s = self._settings
+                self._embedders[backbone] = make_embedder(
+                    backbone,
+                    s.resolved_cache_dir(),
+                    s.device,
+                    s.feature_engine,
+                    s.weights,
+                    s.max_pixels,
+                )
+            return self._embedders[backbone]
+
+    def _backbone_for(self, project_id: str) -> str:
+        jobs = self._store.list_jobs(project_id)
+        return jobs[0].params.backbone if jobs else TrainParams().backbone
+
+    def _should_yield(self) -> bool:
+        return self._jobs_waiting > 0 or self._shutting_down.is_set()
+
+    def _embed(self, project_id: str, backbone: str, paths: list[Path]) -> None:
+        chunk, rest = paths[:EMBED_CHUNK], paths[EMBED_CHUNK:]
+        try:
+            self._embedder(backbone).embed(chunk, should_stop=self._should_yield)
+        except TrainingCancelled:  # a job is waiting: let it run, then come back to these
+            chunk, rest = [], paths
+        except Exception as exc:
+            # A deleted project, missing weights: the job will say so if it matters.
+            logger.warning("Background embedding for project %s stopped: %r", project_id, exc)
+            chunk, rest = paths, []
+        if self._shutting_down.is_set():
+            chunk, rest = paths, []
+        with self._lock:
+            self._pending[project_id] -= len(chunk)
+            if self._pending[project_id] <= 0:
+                del self._pending[project_id]
+        if rest:
+            self._put(_EMBED_PRIORITY, lambda: self._embed(project_id, backbone, rest))
+
+    def _run_job(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs_waiting -= 1
+            stop = self._stops.setdefault(job_id, threading.Event())
+        try:
+            job = self._store.get_job(job_id)
+            if job is not None and self._store.start_job(job_id):
+                self._finish(job, self._train(job, stop))
+        finally:
+            with self._lock:
+                self._stops.pop(job_id, None)
+
+    def _train(self, job: Job, stop: threading.Event) -> BaseModel:
+        """Train; when the GPU runs out of memory, train again with half the batch, a few times."""
+        params, retries = job.params, 0
+        while True:
+            terminal, out_of_memory = self._attempt(job, params, stop)
+            if not out_of_memory:
+                if isinstance(terminal, Done) and params is not job.params:
+                    terminal.metrics["batch_size"] = params.batch_size
+                return terminal
+            smaller = params.batch_size // 2
+            if stop.is_set():
+                return Cancelled()
+            if smaller < 1 or retries == OOM_RETRIES:
+                return Failed(error=out_of_memory_sentence(params.batch_size))
+            release_accelerator_memory()
+            self._log.append(
+                job.id,
+                Log(
+                    level="warning",
+                    message=f"The GPU ran out of memory with a batch size of {params.batch_size}; training again with {smaller}.",
+                ),
+            )
+            params, retries = params.model_copy(update={"batch_size": smaller}), retries + 1
+
+    def _attempt(
+        self, job: Job, params: TrainParams, stop: threading.Event
+    ) -> tuple[BaseModel, bool]:
+        """Run the training core once: its terminal event (made here when it could not say), and
+        whether it ran out of accelerator memory."""
+        terminal: list[BaseModel] = []
+
+        def on_event(event: BaseModel) -> None:
+            if getattr(event, "type", None) in TERMINAL_TYPES:
+                terminal.append(event)
+            else:
+                self._log.append(job.id, self._public(job).event(event))
+
+        s = self._settings
+        try:
+            dataset = from_items(
+                self._store.job_items(job),
+                job.labels,
+                val_fraction=params.val_split,
+                seed=params.seed,
+            )
+            compare = job.kind is JobKind.COMPARE
+            run = RunContext(
+                self._embedder(params.backbone),
+                on_event=on_event,
+                should_stop=stop.is_set,
+                device=s.device,
+                weights_path=s.weights,
+                max_pixels=s.max_pixels,
+            )
+            (compare_modes if compare else train_to_zip)(
+                dataset,
+                params,
+                self._store.compare_dir(job) if compare else self._store.model_path(job),
+                run,
+            )
+        except TrainingCancelled:
+            pass
+        except TeachboxError as exc:
+            terminal.append(Failed(error=exc.message))
+        except Exception as exc:
+            if is_out_of_memory(exc):  # the traceback, which holds the GPU tensors, is not kept
+                logger.warning("Job %s ran out of GPU memory: %s", job.id, exc)
+                return Failed(error=out_of_memory_sentence(params.batch_size)), True
+            logger.exception("Job %s failed", job.id)
+            terminal.append(
+                Failed(
+                    error=f"Training failed unexpectedly ({exc!r}). Check the server log, then try again."
+                )
+            )
+        return (terminal[0] if terminal else Cancelled()), False
+
+    def _public(self, job: Job) -> Publisher:
+        return Publisher(self._store.data_dir, job.project_id)
+
+    def _finish(self, job: Job, terminal: BaseModel) -> None:
+        """Record the result before the terminal event, so a stream's reader sees the final job."""
+        outcome = _outcome(self._public(job).event(terminal), self._shutting_down.is_set())
+        self._store.finish_job(job.id, outcome.status, outcome.metrics, outcome.error)
+        self._log.append(job.id, outcome.event)
+        if (
+            outcome.status is JobStatus.SUCCEEDED
+            and job.kind is JobKind.TRAIN
+            and not self._shutting_down.is_set()
+        ):
+            with suppress(TeachboxError):
+                self._models.get(job)

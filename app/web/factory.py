@@ -1,0 +1,97 @@
+"""The web app: `create_app(settings)` wires routers, static files, templates and the worker's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import uvicorn
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from app.config import Settings, get_settings
+from app.service.runners.in_process import EventLog, InProcessRunner, WarmModels
+from app.service.store import Store
+from app.web.errors import BodyLimit, SecurityHeaders, install_error_handlers
+from app.web.routes import (
+    classes,
+    compare,
+    images,
+    imports,
+    jobs,
+    liveness,
+    pages,
+    predict,
+    projects,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES_DIR = ROOT / "templates"
+STATIC_DIR = ROOT / "static"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start the worker (marking jobs a previous run left unfinished as interrupted); stop it on exit."""
+    app.state.runner.start()
+    try:
+        yield
+    finally:
+        await anyio.to_thread.run_sync(app.state.runner.stop, app.state.settings.shutdown_timeout_s)
+        await anyio.to_thread.run_sync(app.state.models.batcher.stop)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Teachbox",
+        summary="Train image classifiers in the browser: projects, classes, images, training jobs, predictions.",
+        lifespan=lifespan,
+        docs_url=None,  # /docs is served from static/vendor by app.web.routes.pages
+        redoc_url=None,
+    )
+    store = Store(settings.data_dir)
+    store.sweep()
+    app.state.settings = settings
+    app.state.store = store
+    app.state.event_log = EventLog(store)
+    app.state.models = WarmModels(store, settings.warm_models, settings.predict_max_batch)
+    app.state.runner = InProcessRunner(store, app.state.event_log, app.state.models, settings)
+    app.state.templates = Jinja2Templates(directory=TEMPLATES_DIR)
+    app.state.is_stopping = lambda: False
+    install_error_handlers(app)
+    body_limit = int(settings.max_request_mb * 1e6)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=body_limit,
+        window_s=settings.upload_timeout_s,
+        min_bytes_per_s=settings.upload_min_kb_s * 1e3,
+    )
+    app.add_middleware(
+        SecurityHeaders
+    )  # added last, so outermost: even an early 413 carries the headers
+    for module in (liveness, projects, classes, images, imports, jobs, compare, predict, pages):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the app with uvicorn; event streams end when a shutdown begins, so it never hangs on them."""
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+    )
+    server = uvicorn.Server(config)
+    app.state.is_stopping = lambda: server.should_exit
+    server.run()
+
+
+if __name__ == "__main__":
+    serve(Settings())

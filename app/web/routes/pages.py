@@ -1,0 +1,124 @@
+"""The browser page: one HTML page whose training form is rendered from `TrainParams`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from annotated_types import Ge, Gt, Le
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from pydantic.fields import FieldInfo
+
+from app.engine.backbones import BACKBONES, DEFAULT_BACKBONE
+from app.engine.dataset import MIN_IMAGES_PER_CLASS
+from app.engine.params import DEFAULT_EPOCHS, MODE_HELP, Mode, TrainParams
+
+router = APIRouter(include_in_schema=False)
+
+# The knobs shown under "Advanced", in order; the others keep their defaults (few knobs, as Teachable Machine).
+ADVANCED_FIELDS = ("epochs", "batch_size", "learning_rate", "unfreeze_blocks", "backbone", "int8")
+LABELS = {"unfreeze_blocks": "Blocks to unfreeze", "int8": "Also export an int8 model"}
+MODE_TITLES = {Mode.TRANSFER: "Transfer learning", Mode.FINETUNE: "Fine-tuning"}
+FINETUNE_ONLY = frozenset({"unfreeze_blocks"})
+BACKBONE_TITLES = {
+    "mobilenet_v2": "MobileNetV2 (default)",
+    "mobilenet_v3_large": "MobileNetV3 Large",
+    "mobilenet_v3_small": "MobileNetV3 Small (fastest)",
+}
+
+
+@dataclass(frozen=True)
+class FieldView:
+    """One input of the Advanced panel, with the range and help text of its `TrainParams` field."""
+
+    name: str
+    label: str
+    help: str
+    kind: str
+    default: Any
+    minimum: float | None = None
+    above: float | None = None
+    maximum: float | None = None
+    step: str = "1"
+    options: tuple[tuple[str, str], ...] = ()
+    finetune_only: bool = False
+
+
+def _bounds(info: FieldInfo) -> dict[str, float]:
+    """The field's range as `minimum` (inclusive), `above` (exclusive) and `maximum` (inclusive)."""
+    bounds = {}
+    for rule in info.metadata:
+        if isinstance(rule, Ge):
+            bounds["minimum"] = rule.ge
+        elif isinstance(rule, Gt):
+            bounds["above"] = rule.gt
+        elif isinstance(rule, Le):
+            bounds["maximum"] = rule.le
+    return bounds
+
+
+def _field_view(name: str, info: FieldInfo) -> FieldView:
+    label = LABELS.get(name, name.replace("_", " ").capitalize())
+    common = {
+        "name": name,
+        "label": label,
+        "help": info.description or "",
+        "finetune_only": name in FINETUNE_ONLY,
+    }
+    if name == "backbone":
+        return FieldView(
+            kind="select",
+            default=DEFAULT_BACKBONE,
+            options=tuple((name, BACKBONE_TITLES.get(name, name)) for name in BACKBONES),
+            **common,
+        )
+    if info.annotation is bool:
+        return FieldView(kind="checkbox", default=bool(info.default), **common)
+    is_float = info.annotation is float
+    default = {
+        "epochs": DEFAULT_EPOCHS[Mode.TRANSFER],
+        "unfreeze_blocks": BACKBONES[DEFAULT_BACKBONE].default_unfreeze_blocks,
+    }.get(name, info.default)
+    return FieldView(
+        kind="number", default=default, step="any" if is_float else "1", **_bounds(info), **common
+    )
+
+
+@cache
+def advanced_fields() -> tuple[FieldView, ...]:
+    return tuple(_field_view(name, TrainParams.model_fields[name]) for name in ADVANCED_FIELDS)
+
+
+@cache
+def page_config() -> dict[str, Any]:
+    """What the page's scripts need to know about the parameters: defaults per mode and per backbone."""
+    defaults = {field.name: field.default for field in advanced_fields()}
+    return {
+        "defaults": {mode.value: {**defaults, "epochs": DEFAULT_EPOCHS[mode]} for mode in Mode},
+        "minImages": MIN_IMAGES_PER_CLASS,
+        "unfreeze": {
+            name: {"default": spec.default_unfreeze_blocks, "max": len(spec.block_names)}
+            for name, spec in BACKBONES.items()
+        },
+    }
+
+
+def _modes() -> list[dict[str, str]]:
+    return [
+        {"value": mode.value, "title": MODE_TITLES[mode], "help": MODE_HELP[mode]} for mode in Mode
+    ]
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request) -> HTMLResponse:
+    context = {"modes": _modes(), "fields": advanced_fields(), "config": page_config()}
+    return request.app.state.templates.TemplateResponse(request, "index.html", context)
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def docs(request: Request) -> HTMLResponse:
+    """Swagger UI, served from static/vendor and started by a static script: no CDN, no inline code."""
+    context = {"openapi_url": request.app.openapi_url}
+    return request.app.state.templates.TemplateResponse(request, "docs.html", context)

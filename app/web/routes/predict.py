@@ -1,0 +1,62 @@
+"""Classifying one image with the project's latest trained model, kept warm in memory."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Response
+
+from app.engine.errors import TeachboxError
+from app.engine.images import decode_image
+from app.web.api_models import Prediction, PredictResult
+from app.web.deps import (
+    FormDep,
+    ModelsDep,
+    ProjectDep,
+    SettingsDep,
+    StoreDep,
+    form_files,
+    multipart_body,
+)
+from app.web.routes.images import file_too_large
+
+router = APIRouter(tags=["predict"])
+
+
+@router.post("/api/projects/{pid}/predict", openapi_extra=multipart_body("file", many=False))
+def predict(
+    project: ProjectDep,
+    form: FormDep,
+    store: StoreDep,
+    models: ModelsDep,
+    settings: SettingsDep,
+    response: Response,
+) -> PredictResult:
+    """Probabilities for every class, most likely first, from the latest succeeded job's model.
+
+    Requests that arrive together are run as one batch. The `Server-Timing` header says where the
+    time went: decoding, waiting for the model, the model itself (and the batch it ran in).
+    """
+    job = store.latest_model_job(project.id)
+    if job is None:
+        raise TeachboxError(
+            "This project has no trained model yet. Train it first, then predict.", 409
+        )
+    uploads = form_files(form, "file") or form_files(form, "files")
+    if not uploads:
+        raise TeachboxError("Attach one image in the multipart field 'file'.", 422)
+    size = uploads[0].size or 0
+    if size > settings.max_file_mb * 1e6:
+        raise TeachboxError(file_too_large(size, settings), 413)
+    started = time.perf_counter()
+    image = decode_image(uploads[0].file.read(), settings.max_pixels)
+    decode_ms = (time.perf_counter() - started) * 1000
+    labels, probabilities, timing = models.predict(job, image)
+    response.headers["Server-Timing"] = (
+        f"decode;dur={decode_ms:.1f}, queue;dur={timing.queued_s * 1000:.1f}, "
+        f'model;dur={timing.model_s * 1000:.1f};desc="batch of {timing.batch_size}"'
+    )
+    ranked = sorted(zip(labels, probabilities.tolist(), strict=True), key=lambda pair: -pair[1])
+    return PredictResult(
+        predictions=[Prediction(label=label, probability=p) for label, p in ranked], job_id=job.id
+    )

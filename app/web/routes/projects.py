@@ -1,0 +1,51 @@
+"""Projects: create, list, read (with classes and training state), rename, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.service.store import Project, Store
+from app.web.api_models import ClassOut, JobOut, ProjectDetail, ProjectIn, ProjectOut
+from app.web.deps import ModelsDep, ProjectDep, RunnerDep, StoreDep
+
+router = APIRouter(prefix="/api/projects", tags=["projects"])
+
+
+def _refetch(store: Store, project: Project) -> Project:
+    return store.get_project(project.id) or project
+
+
+@router.post("", status_code=201)
+def create_project(body: ProjectIn, store: StoreDep) -> ProjectOut:
+    return ProjectOut.of(store.create_project(body.name))
+
+
+@router.get("")
+def list_projects(store: StoreDep) -> list[ProjectOut]:
+    return [ProjectOut.of(project) for project in store.list_projects()]
+
+
+@router.get("/{pid}")
+def get_project(project: ProjectDep, store: StoreDep, runner: RunnerDep) -> ProjectDetail:
+    active, model = store.active_job(project.id), store.latest_model_job(project.id)
+    return ProjectDetail(
+        **ProjectOut.of(project).model_dump(),
+        classes=[ClassOut.of(image_class) for image_class in store.list_classes(project.id)],
+        active_job=JobOut.of(active) if active else None,
+        model_job_id=model.id if model else None,
+        pending_embeddings=runner.pending_embeddings(project.id),
+    )
+
+
+@router.patch("/{pid}")
+def rename_project(body: ProjectIn, project: ProjectDep, store: StoreDep) -> ProjectOut:
+    store.rename_project(project.id, body.name)
+    return ProjectOut.of(_refetch(store, project))
+
+
+@router.delete("/{pid}", status_code=204)
+def delete_project(project: ProjectDep, store: StoreDep, models: ModelsDep) -> Response:
+    job_ids = [job.id for job in store.list_jobs(project.id)]
+    store.delete_project(project.id)
+    models.forget(job_ids)
+    return Response(status_code=204)

@@ -1,0 +1,104 @@
+"""The `teachbox` command end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.cli.commands import main
+
+pytestmark = pytest.mark.weights
+
+
+def teachbox(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_train_evaluate_predict(session_colours: Path, tmp_path: Path, cache_dir: Path) -> None:
+    out, metrics_path = tmp_path / "model.zip", tmp_path / "metrics.json"
+    trained = teachbox(
+        "train",
+        str(session_colours),
+        "--mode",
+        "transfer",
+        "--out",
+        str(out),
+        "--metrics-out",
+        str(metrics_path),
+        "--epochs",
+        "8",
+        "--seed",
+        "5",
+        "--cache-dir",
+        str(cache_dir),
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert f"Model written to {out}" in trained.stdout
+    metrics = json.loads(metrics_path.read_text())
+    assert {
+        "mode",
+        "backbone",
+        "seed",
+        "epochs_run",
+        "train_seconds",
+        "history",
+        "val_accuracy",
+        "per_class",
+        "confusion_matrix",
+        "labels",
+    } <= set(metrics)
+    assert (metrics["mode"], metrics["backbone"], metrics["seed"], metrics["epochs_run"]) == (
+        "transfer",
+        "mobilenet_v2",
+        5,
+        8,
+    )
+    assert set(metrics["history"][0]) >= {"train_loss", "train_acc", "val_loss", "val_acc"}
+
+    evaluated = teachbox(
+        "evaluate", str(out), str(session_colours), "--metrics-out", str(tmp_path / "eval.json")
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    assert scores["accuracy"] == 1.0 and scores["n_images"] == 20
+    assert set(scores) >= {"per_class", "confusion_matrix", "labels"}
+
+    image = sorted((session_colours / "blue").glob("*.jpg"))[0]
+    predicted = teachbox("predict", str(out), str(image))
+    assert predicted.returncode == 0 and predicted.stdout.split()[1] == "blue"
+
+
+def test_errors_are_sentences_not_tracebacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", str(tmp_path / "missing"), "--out", str(tmp_path / "m.zip")]) == 2
+    assert "error: The data folder" in capsys.readouterr().err
+    assert (
+        main(["train", str(tmp_path), "--out", str(tmp_path / "m.zip"), "--learning-rate", "5"])
+        == 2
+    )
+    assert (
+        "Invalid training options: --learning-rate: Input should be less than or equal to 1"
+        in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        main(["train", str(tmp_path), "--out", "m.zip", "--backbone", "resnet"])
+
+
+def test_predict_reports_a_bad_image(
+    trained_zip: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("hello")
+    assert main(["predict", str(trained_zip[0]), str(bad)]) == 1
+    assert "not an image Teachbox can read" in capsys.readouterr().err

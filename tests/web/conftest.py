@@ -1,0 +1,74 @@
+"""The real app against temporary data dirs, with real image bytes; helpers live in api_helpers.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.web.factory import create_app
+from tests.web.api_helpers import ServerProcess, image_bytes, make_trainable
+
+
+@pytest.fixture
+def jpeg() -> Callable[..., bytes]:
+    return image_bytes
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embeddings cache and backbone export for the whole session: features of the same bytes are reused."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, cache_dir: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "cache_dir": cache_dir,
+            "embed_on_upload": False,
+            "sse_heartbeat_s": 0.2,
+        }
+        return Settings(**(values | overrides))
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
+    """Start the real app (lifespan included) with settings overrides; everything is closed afterwards."""
+    with ExitStack() as stack:
+
+        def make(**overrides: Any) -> TestClient:
+            return stack.enter_context(TestClient(create_app(make_settings(**overrides))))
+
+        yield make
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+@pytest.fixture
+def trainable(client: TestClient) -> tuple[str, dict[str, str]]:
+    return make_trainable(client)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[[], ServerProcess]]:
+    servers: list[ServerProcess] = []
+
+    def start() -> ServerProcess:
+        servers.append(ServerProcess(tmp_path / "data", cache_dir, tmp_path / "server.log"))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
