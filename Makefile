@@ -41,9 +41,11 @@ test: setup
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
+# ruff's rules, ruff's formatting (checked, not applied) and mypy's types over app/.
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench
 	$(BIN)/ruff format --check app tests bench
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python bench/bench_engine.py

@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 
 from app.engine.compare.run import compare_modes
+from app.engine.context import RunContext
 from app.engine.dataset import Dataset, from_folder
 from app.engine.embeddings import make_embedder
 from app.engine.params import Mode, TrainParams
 from app.engine.pipeline import train_to_zip
-from app.engine.training import RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers-dev" / "train"

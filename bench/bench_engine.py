@@ -25,12 +25,14 @@ import torch
 from baselines import fp32_nchw_eager  # bench/ is the script's folder, first on sys.path
 
 from app.engine.backbones import build_backbone, get_spec
+from app.engine.context import RunContext
 from app.engine.dataset import Dataset, from_folder
 from app.engine.embeddings import Embedder, make_embedder, resolve_device
-from app.engine.export import OnnxClassifier, export_model_zip
+from app.engine.export import export_model_zip
 from app.engine.images import model_input
+from app.engine.model_zip import OnnxClassifier
 from app.engine.params import Mode, TrainParams
-from app.engine.training import RunContext, fit
+from app.engine.training import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers-dev" / "train"
@@ -88,7 +90,7 @@ def finetune_epoch_seconds(
                 ),
             ),
         )
-    return statistics.median(seconds), result.metrics["val_accuracy"]
+    return statistics.median(seconds), result.metrics.val_accuracy
 
 
 def backbone_throughput(embedder: Embedder, repeats: int = 5) -> float:
@@ -168,7 +170,7 @@ def main() -> None:
         rows.append(
             (
                 "transfer train_seconds, cold cache",
-                f"{result.train_seconds:.2f} s (val acc {result.metrics['val_accuracy']:.3f})",
+                f"{result.train_seconds:.2f} s (val acc {result.metrics.val_accuracy:.3f})",
             )
         )
         rows.append(("  ratio to our backbone pass", f"{result.train_seconds / floor:.2f}x"))

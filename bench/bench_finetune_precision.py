@@ -27,14 +27,14 @@ sys.path.insert(0, str(ROOT))
 
 from baselines import fp32_nchw_eager  # noqa: E402 - bench/ is the script's folder, first on sys.path
 
-from app import training  # noqa: E402 - the repository root is added just above
+from app.engine.context import RunContext  # noqa: E402
 from app.engine.dataset import from_folder  # noqa: E402
 from app.engine.embeddings import make_embedder  # noqa: E402
 from app.engine.events import Epoch  # noqa: E402
-from app.engine.export import evaluate_zip  # noqa: E402
+from app.engine.finetune import bf16_supported_on_cpu  # noqa: E402 - the repository root is added just above
+from app.engine.model_zip import evaluate_zip  # noqa: E402
 from app.engine.params import Mode, TrainParams  # noqa: E402
 from app.engine.pipeline import train_to_zip  # noqa: E402
-from app.engine.training import RunContext  # noqa: E402
 from tests.conftest import make_digits_dataset  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="teachbox-precision-"))
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
-        f"bf16 on this CPU: {training.bf16_supported_on_cpu()}"
+        f"bf16 on this CPU: {bf16_supported_on_cpu()}"
     )
     print(
         "| seed | transfer | fine-tune, ours | fine-tune, fp32 NCHW | epoch s ours / fp32 | speed-up |"

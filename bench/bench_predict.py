@@ -25,8 +25,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.engine.export import OnnxClassifier  # noqa: E402 - the repository root is added just above
 from app.engine.images import decode_image  # noqa: E402
+from app.engine.model_zip import OnnxClassifier  # noqa: E402
 from tests.web.api_helpers import ServerProcess  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers-dev" / "train"

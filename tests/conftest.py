@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from app.engine.backbones import BACKBONES, hub_checkpoint_dir
+from app.engine.context import RunContext
 from app.engine.dataset import from_folder
 from app.engine.embeddings import Embedder, make_embedder
 from app.engine.params import TrainParams
 from app.engine.pipeline import train_to_zip
-from app.engine.training import RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli.commands import main
+from app.cli.main import main
 
 pytestmark = pytest.mark.weights
 

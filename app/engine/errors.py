@@ -1,27 +1,84 @@
-"""The one error type of Teachbox: a plain sentence that says what to do, and an HTTP status."""
+"""Typed errors: each carries a plain sentence that says what to do, and its kind says what went wrong.
+
+The engine and the service raise these; the web layer alone turns a kind into an HTTP status
+(`app.web.errors`), and the CLI prints the sentence.
+"""
 
 from __future__ import annotations
+
+import copy
+from typing import Self
 
 
 class TeachboxError(Exception):
     """An error a user can act on. `message` is shown as is, in the CLI and as the API's `detail`."""
 
-    def __init__(self, message: str, status_code: int = 400) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.status_code = status_code
 
     def __str__(self) -> str:
         return self.message
 
+    def reworded(self, message: str) -> Self:
+        """The same kind of error with another sentence (to say, for example, which run failed)."""
+        clone = copy.copy(self)
+        clone.message, clone.args = message, (message,)
+        return clone
 
-class ImageRejected(TeachboxError):
+
+class InvalidRequest(TeachboxError):
+    """The request itself cannot be read: not a zip, a malformed multipart body, a hostile entry."""
+
+
+class InvalidInput(TeachboxError):
+    """Data or parameters that can be read but not used: too few images, an unknown backbone."""
+
+
+class ImageRejected(InvalidInput):
     """An image that cannot be used; `reason` is the sentence shown next to its filename."""
 
-    def __init__(self, reason: str, status_code: int = 422) -> None:
-        super().__init__(reason, status_code)
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
+
+
+class NotFound(TeachboxError):
+    """What the request names does not exist (any more)."""
+
+
+class Conflict(TeachboxError):
+    """The request clashes with the current state: a job is running, a model is not trained yet."""
+
+
+class TooLarge(TeachboxError):
+    """More than a limit allows: a file, a request, an archive."""
+
+
+class UnsupportedMediaType(TeachboxError):
+    """The body is not in a format this request accepts."""
+
+
+class TimedOut(TeachboxError):
+    """The client sent too slowly, or stopped sending."""
+
+
+class Unavailable(TeachboxError):
+    """Something needed is missing or busy right now: the pretrained weights, a stopping server."""
+
+
+class StorageFull(TeachboxError):
+    """The disk is full."""
+
+
+class InternalFailure(TeachboxError):
+    """Teachbox itself went wrong (an export that disagrees with PyTorch): a bug to report."""
 
 
 class TrainingCancelled(Exception):
     """Raised inside the training core when the stop flag is set; never shown to a user."""
+
+
+def unexpected_failure(what: str, exc: BaseException, log: str = "the server log") -> str:
+    """The sentence for an error nobody foresaw: what failed, the exception, and where to look."""
+    return f"{what} failed unexpectedly: {exc!r}. Check {log}; try again or report it."

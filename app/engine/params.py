@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -13,10 +14,27 @@ class Mode(StrEnum):
     FINETUNE = "finetune"
 
 
-MODE_HELP: dict[Mode, str] = {
-    Mode.TRANSFER: "Frozen pretrained backbone, new classifier head: fast, needs few images, rarely overfits.",
-    Mode.FINETUNE: "Head first, then the last backbone blocks retrained with a smaller learning rate: "
-    "adapts to images unlike everyday photos, needs more images and time, overfits more easily.",
+@dataclass(frozen=True)
+class ModeInfo:
+    """How a mode is named and explained everywhere: the page, the CLI, the comparison's log."""
+
+    name: str
+    run_title: str
+    help: str
+
+
+MODE_INFO: dict[Mode, ModeInfo] = {
+    Mode.TRANSFER: ModeInfo(
+        name="Transfer learning",
+        run_title="transfer learning (frozen backbone, new head)",
+        help="Frozen pretrained backbone, new classifier head: fast, needs few images, rarely overfits.",
+    ),
+    Mode.FINETUNE: ModeInfo(
+        name="Fine-tuning",
+        run_title="fine-tuning (last blocks retrained too)",
+        help="Head first, then the last backbone blocks retrained with a smaller learning rate: "
+        "adapts to images unlike everyday photos, needs more images and time, overfits more easily.",
+    ),
 }
 
 # Epochs are cheap in transfer mode (the head trains on cached embeddings) and dear in fine-tuning.

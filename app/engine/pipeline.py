@@ -9,15 +9,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from app.engine.context import RunContext
 from app.engine.dataset import Dataset
-from app.engine.errors import TeachboxError, TrainingCancelled
+from app.engine.errors import StorageFull, TeachboxError, TrainingCancelled, unexpected_failure
 from app.engine.events import Cancelled, Done, EventSink, Failed, Progress
 from app.engine.export import export_model_zip
 from app.engine.params import TrainParams
-from app.engine.training import RunContext, TrainResult, fit
+from app.engine.training import TrainResult, fit
 
 # Metrics that belong in the terminal event; the full history is already in the epoch events.
-SUMMARY_KEYS = (
+SUMMARY_KEYS = {
     "val_accuracy",
     "per_class",
     "confusion_matrix",
@@ -33,7 +34,7 @@ SUMMARY_KEYS = (
     "skipped",
     "parity",
     "int8",
-)
+}
 
 
 def train_to_zip(
@@ -50,16 +51,20 @@ def train_to_zip(
             raise TrainingCancelled
         on_event(Progress(stage="export", done=0, total=1))
         tick = time.perf_counter()
-        result.metrics["parity"] = None
-        metadata = _export(result, out_path, run.max_pixels)
-        metadata["metrics"]["export_seconds"] = round(time.perf_counter() - tick, 3)
-        metadata["metrics"]["parity"] = metadata["parity"]
-        metadata["metrics"]["int8"] = metadata.get("int8")
+        exported = _export(result, out_path, run.max_pixels)
+        metrics = result.metrics.model_copy(
+            update={
+                "export_seconds": round(time.perf_counter() - tick, 3),
+                "parity": exported["parity"],
+                "int8": exported.get("int8"),
+            }
+        )
+        metadata = {**exported, "metrics": metrics.model_dump(mode="json")}
         on_event(Progress(stage="export", done=1, total=1))
-    summary = {key: metadata["metrics"].get(key) for key in SUMMARY_KEYS}
+    summary = metrics.model_dump(mode="json", include=SUMMARY_KEYS)
     on_event(
         Done(
-            val_accuracy=result.metrics["val_accuracy"],
+            val_accuracy=metrics.val_accuracy,
             train_seconds=result.train_seconds,
             metrics=summary,
         )
@@ -82,11 +87,7 @@ def terminal_event_on_error(
         on_event(Failed(error=exc.message))
         raise
     except Exception as exc:
-        on_event(
-            Failed(
-                error=f"{what} failed unexpectedly: {exc!r}. Check {log}; try again or report it."
-            )
-        )
+        on_event(Failed(error=unexpected_failure(what, exc, log)))
         raise
 
 
@@ -96,8 +97,7 @@ def _export(result: TrainResult, out_path: Path, max_pixels: int) -> dict[str, A
         return export_model_zip(result, out_path, max_pixels=max_pixels)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise TeachboxError(
-                "The disk is full, so the model could not be saved. Free some space, then train again.",
-                507,
+            raise StorageFull(
+                "The disk is full, so the model could not be saved. Free some space, then train again."
             ) from None
         raise

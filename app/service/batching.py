@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.engine.errors import TeachboxError
-from app.engine.export import OnnxClassifier
+from app.engine.errors import Unavailable
+from app.engine.model_zip import OnnxClassifier
 
 
-def shutting_down() -> TeachboxError:
-    return TeachboxError("The server is shutting down. Try again in a moment.", 503)
+def shutting_down() -> Unavailable:
+    return Unavailable("The server is shutting down. Try again in a moment.")
 
 
 @dataclass
@@ -78,13 +78,13 @@ class PredictBatcher:
             thread.join(timeout=10)
 
     def _serve(self) -> None:
-        pending: list[_Request | None] = []
+        pending: list[_Request] = []
         while True:
-            if not pending:
-                pending.append(self._queue.get())
-            pending.extend(self._drain())
-            if None in pending:
-                self._refuse([r for r in pending if r is not None])
+            arrived = [] if pending else [self._queue.get()]
+            arrived += self._drain()
+            pending += [r for r in arrived if r is not None]
+            if None in arrived:  # stop() was called
+                self._refuse(pending)
                 return
             first = pending[0]
             batch = [

@@ -12,16 +12,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from app.service.store import Store
+
 HIDDEN = "[data]"
 
 
 class Publisher:
     """Rewrites one project's events and metrics for the API."""
 
-    def __init__(self, data_dir: Path, project_id: str) -> None:
+    def __init__(self, store: Store, project_id: str) -> None:
         self.project_id = project_id
-        self.images_dir = str(data_dir / "projects" / project_id / "images") + "/"
-        self.data_dir = str(data_dir)
+        self.images_dir = str(store.images_dir(project_id)) + "/"
+        self.data_dir = str(store.data_dir)
         self._image_path = re.compile(re.escape(self.images_dir) + r"([0-9a-f]{32})\.\w+")
 
     def thumbnail_url(self, image_id: str) -> str:

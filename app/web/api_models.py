@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.json_schema import SkipJsonSchema
 
 from app.engine.params import Mode, TrainParams
-from app.service.store import ImageClass, Job, JobKind, JobStatus, Project, StoredImage
+from app.service.records import ImageClass, Job, JobKind, JobStatus, Project, StoredImage
 
 MAX_CLASS_NAME = 64
 MAX_PROJECT_NAME = 100

@@ -1,13 +1,9 @@
-"""HTTP plumbing every route shares: the error handlers, security headers and request-body limits."""
+"""Errors as the web serves them: each kind of error mapped to its status, a JSON sentence for the API, a page for browsers."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,27 +11,23 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from jinja2 import TemplateNotFound
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.engine.errors import TeachboxError
-
-# Every response, /docs included: scripts and styles only from files this server serves.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; style-src 'self'; "
-    "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
+from app.engine.errors import (
+    Conflict,
+    InternalFailure,
+    InvalidInput,
+    InvalidRequest,
+    NotFound,
+    StorageFull,
+    TeachboxError,
+    TimedOut,
+    TooLarge,
+    Unavailable,
+    UnsupportedMediaType,
 )
-SECURITY_HEADERS = {
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    # Other sites may neither embed the images and models nor keep a handle on the page.
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
+
 # Starlette's own errors (no route, wrong method) get sentences that say what to do, too.
 ROUTING_SENTENCES = {
     404: "There is nothing at this address. See /docs for the paths of the API.",
@@ -80,9 +72,32 @@ def error_response(
     return JSONResponse({"detail": message}, status_code=status_code, headers=headers)
 
 
+# The one place where a kind of error becomes an HTTP status.
+STATUS_CODES: dict[type[TeachboxError], int] = {
+    InvalidRequest: 400,
+    NotFound: 404,
+    TimedOut: 408,
+    Conflict: 409,
+    TooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidInput: 422,
+    InternalFailure: 500,
+    Unavailable: 503,
+    StorageFull: 507,
+}
+
+
+def status_code_of(error: TeachboxError) -> int:
+    """The status of the nearest kind the error belongs to; 400 for an error of no finer kind."""
+    for kind in type(error).__mro__:
+        if kind in STATUS_CODES:
+            return STATUS_CODES[kind]
+    return 400
+
+
 async def handle_teachbox_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TeachboxError)
-    return error_response(request, exc.message, exc.status_code)
+    return error_response(request, exc.message, status_code_of(exc))
 
 
 def json_safe(value: Any) -> Any:
@@ -114,144 +129,12 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     detail = exc.detail
     if detail in ("Not Found", "Method Not Allowed"):
         detail = ROUTING_SENTENCES.get(exc.status_code, detail)
-    return error_response(request, str(detail), exc.status_code, exc.headers)
+    return error_response(
+        request, str(detail), exc.status_code, dict(exc.headers) if exc.headers else None
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TeachboxError, handle_teachbox_error)
     app.add_exception_handler(HTTPException, handle_http_exception)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
-
-
-async def send_error(send: Send, status_code: int, message: str) -> None:
-    body = json.dumps({"detail": message}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-class SecurityHeaders:
-    """Adds the content security policy, frame denial, nosniff and no-referrer to every response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-class BodyTooLarge(TeachboxError):
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(
-            f"The request is larger than the limit of {max_bytes / 1e6:g} MB. Send fewer or smaller files at a time.",
-            413,
-        )
-
-
-@dataclass
-class _Window:
-    """One timing window of a request body: when it ends and how many bytes arrived in it."""
-
-    ends: float
-    received: int = 0
-
-
-class BodyLimit:
-    """Refuses request bodies over `max_bytes` with 413, declared or streamed, and uploads too slow to wait for.
-
-    A declared Content-Length over the limit is refused before reading; a streamed body raises
-    BodyTooLarge from `receive` as soon as it passes the limit, and whatever the route made of
-    that exception, the client gets the 413. The body is timed in windows of `window_s`: a window
-    in which less than `min_bytes_per_s * window_s` bytes arrive ends the request with 408, so a
-    client that sends a byte a second is cut off as surely as one that stops.
-    """
-
-    def __init__(
-        self, app: ASGIApp, max_bytes: int, window_s: float, min_bytes_per_s: float = 0
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.window_s = window_s
-        self.min_bytes_per_s = min_bytes_per_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await send_error(send, 413, BodyTooLarge(self.max_bytes).message)
-            return
-        state = {"received": 0, "complete": False, "too_large": False, "replaced": False}
-        window = _Window(time.monotonic() + self.window_s)
-
-        async def limited_receive() -> Message:
-            if state["complete"]:
-                return await receive()
-            message = await self._next_message(receive, window)
-            if message["type"] == "http.request":
-                size = len(message.get("body", b""))
-                window.received += size
-                state["received"] += size
-                state["complete"] = not message.get("more_body", False)
-                if state["received"] > self.max_bytes:
-                    state["too_large"] = True
-                    raise BodyTooLarge(self.max_bytes)
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            if state["replaced"]:
-                return
-            if (
-                state["too_large"]
-                and message["type"] == "http.response.start"
-                and message["status"] != 413
-            ):
-                state["replaced"] = True
-                await send_error(send, 413, BodyTooLarge(self.max_bytes).message)
-                return
-            await send(message)
-
-        await self.app(scope, limited_receive, guarded_send)
-
-    async def _next_message(self, receive: Receive, window: _Window) -> Message:
-        """The next message from the client, unless a whole window passes below the minimum rate."""
-        while True:
-            remaining = window.ends - time.monotonic()
-            if remaining <= 0:
-                self._check_rate(window.received)
-                window.ends, window.received = time.monotonic() + self.window_s, 0
-                continue
-            try:
-                return await asyncio.wait_for(receive(), remaining)
-            except TimeoutError:
-                continue
-
-    def _check_rate(self, received: int) -> None:
-        if received == 0:
-            raise TeachboxError(
-                f"The upload stalled for {self.window_s:.0f} seconds, so the server stopped waiting. Send it again.",
-                408,
-            )
-        if received < self.min_bytes_per_s * self.window_s:
-            rate, minimum = received / self.window_s / 1e3, self.min_bytes_per_s / 1e3
-            raise TeachboxError(
-                f"The upload arrived at {rate:.2g} KB/s for {self.window_s:.0f} seconds, slower than the minimum of {minimum:g} KB/s, so the server stopped waiting. Check the connection and send it again.",
-                408,
-            )

@@ -13,12 +13,16 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
-from app.service.runners.in_process import EventLog, InProcessRunner, WarmModels
+from app.service.event_log import EventLog
+from app.service.runners.in_process import InProcessRunner
 from app.service.store import Store
-from app.web.errors import BodyLimit, SecurityHeaders, install_error_handlers
+from app.service.warm_models import WarmModels
+from app.web.errors import install_error_handlers
+from app.web.middleware import BodyLimit, SecurityHeaders
 from app.web.routes import (
     classes,
     compare,
+    data_health,
     images,
     imports,
     jobs,
@@ -73,7 +77,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         SecurityHeaders
     )  # added last, so outermost: even an early 413 carries the headers
-    for module in (liveness, projects, classes, images, imports, jobs, compare, predict, pages):
+    for module in (
+        liveness,
+        projects,
+        classes,
+        images,
+        imports,
+        jobs,
+        compare,
+        data_health,
+        predict,
+        pages,
+    ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     return app

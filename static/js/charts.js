@@ -1,13 +1,12 @@
 // Live loss and accuracy curves, train against validation, drawn by the vendored Chart.js.
 
+import { modeName } from "./modes.js";
+
 const TRAIN = { label: "Training", colour: "#1a56db", dash: [] };
 const VAL = { label: "Validation", colour: "#c2410c", dash: [6, 4] };
 const STAGE_NAMES = { head: "classifier head", finetune: "fine-tuning" };
-// A comparison: one colour per mode; training solid, validation dashed, as in a single run.
-const RUNS = {
-  transfer: { name: "Transfer", colour: "#1a56db" },
-  finetune: { name: "Fine-tuning", colour: "#9333ea" },
-};
+// A comparison: one colour per mode (named as the server names it); training solid, validation dashed, as in a single run.
+const RUN_COLOURS = { transfer: "#1a56db", finetune: "#9333ea" };
 
 function dataset(series) {
   return {
@@ -79,7 +78,8 @@ export class TrainingCharts {
       chart.data.labels = Array.from({ length }, (_, i) => String(i + 1));
       chart.data.stages = Array.from({ length }, (_, i) => `Epoch ${i + 1} of each run`);
       chart.data.datasets = Object.entries(runs).flatMap(([run, history]) => {
-        const { name, colour } = RUNS[run];
+        const name = modeName(run);
+        const colour = RUN_COLOURS[run];
         const train = dataset({ label: `${name}, training`, colour, dash: [] });
         const val = dataset({ label: `${name}, validation`, colour, dash: [6, 4] });
         train.data = history.map((epoch) => epoch[trainKey]);

@@ -1,9 +1,9 @@
 // Compare: both modes trained on the same split, their curves overlaid, a results table and the recommendation.
 
 import { api } from "./api.js";
+import { modeName } from "./modes.js";
 import { $, $$, duration, el, emit, percent, plural, showMessage } from "./dom.js";
 
-const NAMES = { transfer: "Transfer learning", finetune: "Fine-tuning" };
 const MODES = ["transfer", "finetune"];
 const STAGES = { embed: "Reading the images", head: "Training the classifier", finetune: "Fine-tuning", export: "Saving the model" };
 const ACTIVE = new Set(["queued", "running"]);
@@ -126,7 +126,7 @@ export class ComparePanel {
   onStarted(e) {
     this.stages[e.run] = e.stages;
     this.setRun(e.run, 0, `${plural(e.n_train, "training image")}, ${plural(e.n_val, "validation image")}`);
-    this.training.statusLine.textContent = `Comparing: ${NAMES[e.run]} (run ${MODES.indexOf(e.run) + 1} of 2)…`;
+    this.training.statusLine.textContent = `Comparing: ${modeName(e.run)} (run ${MODES.indexOf(e.run) + 1} of 2)…`;
   }
 
   onProgress(e) {
@@ -184,11 +184,11 @@ export class ComparePanel {
 
   render(report, keptMode) {
     const best = report.recommendation;
-    const head = el("tr", {}, el("th", { scope: "col", text: "" }), ...MODES.map((mode) => el("th", { scope: "col", class: mode === best ? "recommended" : "", text: mode === best ? `${NAMES[mode]} (recommended)` : NAMES[mode] })));
+    const head = el("tr", {}, el("th", { scope: "col", text: "" }), ...MODES.map((mode) => el("th", { scope: "col", class: mode === best ? "recommended" : "", text: mode === best ? `${modeName(mode)} (recommended)` : modeName(mode) })));
     const rows = ROWS.map(([title, show]) => el("tr", {}, el("th", { scope: "row", text: title }), ...MODES.map((mode) => el("td", { class: mode === best ? "recommended" : "", text: show(report.modes[mode]) }))));
     const keep = el("tr", { class: "keep-row" }, el("th", { scope: "row", text: "" }), ...MODES.map((mode) => el("td", { class: mode === best ? "recommended" : "" }, this.keepButton(mode, best, keptMode))));
     $("#compare-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows, keep));
-    $("#recommendation").replaceChildren(el("strong", { text: `Recommended: ${NAMES[best]}. ` }), report.reason);
+    $("#recommendation").replaceChildren(el("strong", { text: `Recommended: ${modeName(best)}. ` }), report.reason);
     showMessage(this.kept, keptMode ? "" : "Neither model is the project's model yet: keep one to use it in Preview and Export.");
     this.kept.hidden = false;
     this.result.hidden = false;
@@ -222,7 +222,7 @@ export class ComparePanel {
   }
 
   announce(mode) {
-    this.kept.textContent = `The ${NAMES[mode].toLowerCase()} model is the project's model: Preview and Export use it.`;
+    this.kept.textContent = `The ${modeName(mode).toLowerCase()} model is the project's model: Preview and Export use it.`;
     emit("model-ready", { jobId: this.job.id, metrics: { labels: this.job.metrics.labels } });
   }
 }

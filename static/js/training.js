@@ -1,5 +1,6 @@
 // The training panel: mode and Advanced parameters, Train and Cancel, and the live event stream of a job.
 
+import { modeName } from "./modes.js";
 import { api } from "./api.js";
 import { TrainingCharts } from "./charts.js";
 import { $, duration, emit, percent, plural, showMessage } from "./dom.js";
@@ -304,7 +305,7 @@ export class TrainingPanel {
     this.nVal = e.n_val;
     this.history = [];
     this.charts?.reset();
-    this.detail.textContent = `${e.mode === "finetune" ? "Fine-tuning" : "Transfer learning"} with ${e.backbone} on ${e.device.toUpperCase()}: ${plural(e.n_train, "training image")}, ${plural(e.n_val, "validation image")}.`;
+    this.detail.textContent = `${modeName(e.mode)} with ${e.backbone} on ${e.device.toUpperCase()}: ${plural(e.n_train, "training image")}, ${plural(e.n_val, "validation image")}.`;
     this.statusLine.textContent = "Training started.";
   }
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from app.engine.params import MODE_INFO, Mode
 from tests.browser.conftest import LiveServer
 from tests.conftest import shared_dataset
 
@@ -85,11 +86,11 @@ def test_compare_shows_both_runs_recommends_and_keeps(
     datasets = page.evaluate(
         "() => Chart.getChart(document.getElementById('acc-chart')).data.datasets.map((d) => d.label)"
     )
+    # The legend names the modes as the server does (MODE_INFO), not with names of its own.
     assert datasets == [
-        "Transfer, training",
-        "Transfer, validation",
-        "Fine-tuning, training",
-        "Fine-tuning, validation",
+        f"{MODE_INFO[mode].name}, {series}"
+        for mode in (Mode.TRANSFER, Mode.FINETUNE)
+        for series in ("training", "validation")
     ]
     shot(page, screenshots, "compare-01-running", ".panel.training")
 

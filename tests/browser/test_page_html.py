@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.engine.backbones import BACKBONES
-from app.engine.params import DEFAULT_EPOCHS, MODE_HELP, Mode, TrainParams
+from app.engine.params import DEFAULT_EPOCHS, MODE_INFO, Mode, TrainParams
 from app.web.factory import create_app
 
 TEST_IDS = {"class-card", "add-class", "class-name", "class-upload", "class-count", "mode-transfer", "mode-finetune",
@@ -74,7 +74,7 @@ def test_advanced_panel_is_rendered_from_train_params(page: tuple[str, dict[str,
     assert (batch["max"], batch["value"]) == ("512", str(fields["batch_size"].default))
     assert by_id(html, "param-learning_rate")["data-above"] == "0"
     assert fields["epochs"].description in html
-    for help_line in MODE_HELP.values():
+    for help_line in [info.help for info in MODE_INFO.values()]:
         assert help_line in html
     options = re.findall(r'<option value="([^"]+)"', html)
     assert options == list(BACKBONES)

@@ -8,8 +8,9 @@ from playwright.sync_api import Page, expect
 
 from app.engine.events import Interrupted
 from app.engine.params import TrainParams
+from app.service.records import JobStatus
 from app.service.runners.in_process import INTERRUPTED_BY_RESTART
-from app.service.store import JobStatus, prepare_image
+from app.service.uploads import prepare_image
 from tests.browser.conftest import LiveServer
 from tests.web.api_helpers import BLUE, RED, image_bytes
 

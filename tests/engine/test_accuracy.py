@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from app.engine.context import RunContext
 from app.engine.dataset import from_folder
-from app.engine.export import evaluate_zip
+from app.engine.model_zip import evaluate_zip
 from app.engine.params import TrainParams
 from app.engine.pipeline import train_to_zip
-from app.engine.training import RunContext
 
 pytestmark = [pytest.mark.weights, pytest.mark.datasets, pytest.mark.slow]
 

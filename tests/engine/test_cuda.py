@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from app.engine.backbones import build_backbone
+from app.engine.context import RunContext
 from app.engine.dataset import from_folder
 from app.engine.embeddings import Embedder, OnnxEngine, TorchEngine, backbone_onnx
 from app.engine.params import Mode, TrainParams
-from app.engine.training import RunContext, fit
+from app.engine.training import fit
 
 pytestmark = [
     pytest.mark.cuda,
@@ -36,5 +37,5 @@ def test_finetune_runs_on_cuda_with_mixed_precision(
 ) -> None:
     params = TrainParams(mode=Mode.FINETUNE, epochs=1, batch_size=8)
     result = fit(from_folder(session_colours), params, RunContext(embedder, device="cuda"))
-    assert result.device == "cuda" and result.metrics["val_accuracy"] == 1.0
+    assert result.device == "cuda" and result.metrics.val_accuracy == 1.0
     assert next(result.model.parameters()).device.type == "cpu"  # handed back ready to export

@@ -15,9 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from app.engine.export import ZIP_MEMBERS, OnnxClassifier, evaluate_zip, load_classifier
+from app.engine.context import RunContext
+from app.engine.export import ZIP_MEMBERS
 from app.engine.images import model_input
-from app.engine.training import RunContext
+from app.engine.model_zip import OnnxClassifier, evaluate_zip, load_classifier
 
 pytestmark = pytest.mark.weights
 

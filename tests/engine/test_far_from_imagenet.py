@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from app.engine.compare.run import compare_modes
+from app.engine.context import RunContext
 from app.engine.dataset import from_folder
 from app.engine.embeddings import Embedder
-from app.engine.export import evaluate_zip
+from app.engine.model_zip import evaluate_zip
 from app.engine.params import Mode, TrainParams
-from app.engine.training import RunContext
 from tests.conftest import make_digits_dataset
 
 pytestmark = [pytest.mark.weights, pytest.mark.slow]

@@ -12,21 +12,16 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageEnhance
 
-from app.cli.commands import main
+from app.cli.main import main
 from app.engine.dataset import from_folder, from_items
 from app.engine.embeddings import Embedder
-from app.engine.health.report import (
-    NEAR_DUPLICATE_SIMILARITY,
-    FindingKind,
-    HealthReport,
-    analyse_health,
-    count_findings,
-    learning_curve,
-    nested_subsets,
-    trend_of,
-)
+from app.engine.head import Embedded
+from app.engine.health.counts import count_findings
+from app.engine.health.curve import learning_curve, nested_subsets, trend_of
+from app.engine.health.duplicates import NEAR_DUPLICATE_SIMILARITY
+from app.engine.health.findings import FindingKind
+from app.engine.health.report import HealthReport, analyse_health
 from app.engine.params import TrainParams
-from app.engine.training import Embedded
 
 
 def write_scene(

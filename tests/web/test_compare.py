@@ -13,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.service.redaction import Publisher
 from app.web.factory import create_app
 from tests.web.api_helpers import RED, image_bytes, make_trainable, read_events, wait_for_job
 
@@ -216,33 +215,3 @@ def test_one_active_job_per_project_then_cancel(
     assert events[-1]["event"] == "cancelled"
     assert client.get(f"/api/jobs/{jid}").json()["status"] == "cancelled"
     assert client.get(f"/api/jobs/{jid}/model").status_code == 409
-
-
-def test_publisher_replaces_paths_with_image_ids_and_thumbnails(tmp_path: Path) -> None:
-    pid, iid = "a" * 32, "b" * 32
-    path = f"{tmp_path}/projects/{pid}/images/{iid}.jpg"
-    publisher = Publisher(tmp_path, pid)
-    metrics = {
-        "misclassified": [{"path": path, "true": "red", "predicted": "blue", "probability": 0.9}],
-        "skipped": [{"path": path, "reason": "It is not an image."}],
-        "images": [path],
-        "zip": f"{tmp_path}/projects/{pid}/models/x/transfer.zip",
-        "message": f"Could not read {path} or {tmp_path}/other.",
-    }
-    public = publisher.data(metrics)
-    thumbnail = f"/api/projects/{pid}/images/{iid}/thumbnail"
-    assert public["misclassified"] == [
-        {
-            "image_id": iid,
-            "thumbnail_url": thumbnail,
-            "true": "red",
-            "predicted": "blue",
-            "probability": 0.9,
-        }
-    ]
-    assert public["skipped"] == [
-        {"image_id": iid, "thumbnail_url": thumbnail, "reason": "It is not an image."}
-    ]
-    assert public["images"] == [iid] and public["zip"] == "transfer.zip"
-    assert public["message"] == f"Could not read {iid} or [data]/other."
-    assert str(tmp_path) not in json.dumps(public)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from app.engine.events import Cancelled, Log
 from app.engine.params import TrainParams
-from app.service.runners.in_process import EventLog
-from app.service.store import Store, prepare_image
+from app.service.event_log import EventLog
+from app.service.store import Store
+from app.service.uploads import prepare_image
 from app.web.routes.jobs import event_stream
 from tests.web.api_helpers import BLUE, RED, image_bytes
 

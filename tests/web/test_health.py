@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from app.web.errors import CONTENT_SECURITY_POLICY, ROUTING_SENTENCES
+from app.web.errors import ROUTING_SENTENCES
+from app.web.middleware import CONTENT_SECURITY_POLICY
 
 CONTRACT_PATHS = {
     "/api/health",

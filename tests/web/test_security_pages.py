@@ -9,9 +9,10 @@ from html.parser import HTMLParser
 import pytest
 from fastapi.testclient import TestClient
 
-from app.cli.commands import build_parser, settings_from_args
+from app.cli.commands import settings_from_args
+from app.cli.parser import build_parser
 from app.config import Settings
-from app.web.errors import CONTENT_SECURITY_POLICY
+from app.web.middleware import CONTENT_SECURITY_POLICY
 from tests.web.api_helpers import ServerProcess
 
 PAGES = ("/", "/docs", "/api/health", "/no-such-page", "/static/js/docs.js", "/openapi.json")

@@ -8,38 +8,34 @@ distributed engine could implement the same protocol, reading and writing the sa
 
 from __future__ import annotations
 
-import asyncio
-import bisect
 import itertools
 import logging
 import queue
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import anyio
-import numpy as np
-from PIL import Image
 from pydantic import BaseModel
 
 from app.config import Settings
 from app.engine.compare.run import compare_modes
 from app.engine.dataset import from_items
-from app.engine.embeddings import Embedder, EmbeddingCache, make_embedder
-from app.engine.errors import TeachboxError, TrainingCancelled
+from app.engine.embeddings import Embedder, EmbeddingCache
+from app.engine.errors import TeachboxError, TrainingCancelled, unexpected_failure
 from app.engine.events import TERMINAL_TYPES, Cancelled, Done, Failed, Interrupted, Log
-from app.engine.export import OnnxClassifier
-from app.engine.images import model_input
 from app.engine.params import TrainParams
 from app.engine.pipeline import train_to_zip
-from app.engine.training import RunContext, is_out_of_memory, release_accelerator_memory
-from app.service.batching import BatchTiming, PredictBatcher
+from app.engine.training import is_out_of_memory, release_accelerator_memory
+from app.service.event_log import EventLog
+from app.service.records import Job, JobKind, JobStatus, StoredImage
 from app.service.redaction import Publisher
-from app.service.store import Job, JobKind, JobStatus, Store, StoredEvent, StoredImage
+from app.service.run_context import embedder_for, run_context
+from app.service.store import Store
+from app.service.warm_models import WarmModels
 
 logger = logging.getLogger("teachbox.jobs")
 
@@ -57,140 +53,6 @@ def out_of_memory_sentence(batch_size: int) -> str:
         f"The GPU ran out of memory even with a batch size of {batch_size}. Choose a smaller batch "
         "size or backbone, or stop other work on the GPU, then train again."
     )
-
-
-class EventLog:
-    """Each job's events with increasing ids: persisted in the store, mirrored in memory while live.
-
-    Appends come from worker threads; readers are SSE streams on the event loop, woken on append.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._append_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._next: dict[str, int] = {}
-        self._live: dict[str, list[StoredEvent]] = {}
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
-
-    def append(self, job_id: str, event: BaseModel) -> StoredEvent:
-        with self._append_lock:
-            seq = self._next.pop(job_id, None) or self._store.last_event_seq(job_id) + 1
-            stored = StoredEvent(seq, str(getattr(event, "type", "log")), event.model_dump_json())
-            self._store.add_event(job_id, seq, stored.type, stored.data)
-            terminal = stored.type in TERMINAL_TYPES
-            if not terminal:
-                self._next[job_id] = seq + 1
-            with self._lock:
-                if terminal:
-                    self._live.pop(job_id, None)
-                elif seq == 1 or job_id in self._live:
-                    self._live.setdefault(job_id, []).append(stored)
-                waiters = list(self._waiters.get(job_id, ()))
-        for loop, flag in waiters:
-            with suppress(RuntimeError):  # the stream's loop has closed: nobody is waiting any more
-                loop.call_soon_threadsafe(flag.set)
-        return stored
-
-    def read(self, job_id: str, after: int) -> list[StoredEvent]:
-        """Events with ids above `after`, from memory while the job is live, else from the store."""
-        live = self._live_after(job_id, after)
-        return live if live is not None else self._store.events_after(job_id, after)
-
-    async def read_async(self, job_id: str, after: int) -> list[StoredEvent]:
-        """As `read`, with the store's query in a worker thread, off the event loop."""
-        live = self._live_after(job_id, after)
-        if live is not None:
-            return live
-        return await anyio.to_thread.run_sync(self._store.events_after, job_id, after)
-
-    def _live_after(self, job_id: str, after: int) -> list[StoredEvent] | None:
-        with self._lock:
-            live = self._live.get(job_id)
-            if live is None:
-                return None
-            return live[bisect.bisect_right(live, after, key=lambda event: event.seq) :]
-
-    async def wait(self, job_id: str, after: int, timeout_s: float) -> list[StoredEvent]:
-        """Events after `after`, waiting up to `timeout_s` for the next one; [] on timeout."""
-        waiter = (asyncio.get_running_loop(), asyncio.Event())
-        with self._lock:
-            self._waiters.setdefault(job_id, set()).add(waiter)
-        try:
-            events = await self.read_async(job_id, after)
-            if events:
-                return events
-            try:
-                await asyncio.wait_for(waiter[1].wait(), timeout_s)
-            except TimeoutError:
-                return []  # nothing was appended meanwhile, so there is nothing new to read
-            return await self.read_async(job_id, after)
-        finally:
-            with self._lock:
-                waiting = self._waiters.get(job_id, set())
-                waiting.discard(waiter)
-                if not waiting:
-                    self._waiters.pop(job_id, None)
-
-
-class WarmModels:
-    """Exported models kept loaded for predict, a few at a time, least recently used dropped first."""
-
-    def __init__(self, store: Store, size: int, max_batch: int = 16) -> None:
-        self._store = store
-        self._size = size
-        self._lock = threading.Lock()
-        self._models: OrderedDict[str, OnnxClassifier] = OrderedDict()
-        self.batcher = PredictBatcher(max_batch)
-
-    def predict(self, job: Job, image: Image.Image) -> tuple[list[str], np.ndarray, BatchTiming]:
-        """The labels and one image's probabilities, run together with any predictions queued beside it."""
-        classifier = self.get(job)
-        probabilities, timing = self.batcher.predict(
-            classifier, model_input(image, classifier.preprocessing)
-        )
-        return classifier.labels, probabilities, timing
-
-    def get(self, job: Job) -> OnnxClassifier:
-        with self._lock:
-            if job.id in self._models:
-                self._models.move_to_end(job.id)
-                return self._models[job.id]
-        path = self._store.model_path(job)
-        if not path.is_file():
-            raise TeachboxError(
-                f"The model file of job {job.id} is missing from the data folder. Train the project again.",
-                409,
-            )
-        model = OnnxClassifier.from_zip(path)
-        with self._lock:
-            self._models[job.id] = model
-            while len(self._models) > self._size:
-                self._models.popitem(last=False)
-        return model
-
-    def forget(self, job_ids: Sequence[str]) -> None:
-        with self._lock:
-            for job_id in job_ids:
-                self._models.pop(job_id, None)
-
-
-class JobRunner(Protocol):
-    """What the routes need from whatever runs jobs; swap in a distributed queue without touching them."""
-
-    def start(self) -> None: ...
-
-    def stop(self, timeout_s: float) -> None: ...
-
-    def submit(self, job: Job) -> None: ...
-
-    def cancel(self, job: Job) -> None: ...
-
-    def embed_soon(self, project_id: str, images: Sequence[StoredImage]) -> None: ...
-
-    def pending_embeddings(self, project_id: str) -> int: ...
-
-    def embedder(self, backbone: str) -> Embedder: ...
 
 
 @dataclass(order=True)
@@ -323,14 +185,8 @@ class InProcessRunner:
     def _embedder(self, backbone: str) -> Embedder:
         with self._lock:
             if backbone not in self._embedders:
-                s = self._settings
-                self._embedders[backbone] = make_embedder(
-                    backbone,
-                    s.resolved_cache_dir(),
-                    s.device,
-                    s.feature_engine,
-                    s.weights,
-                    s.max_pixels,
+                self._embedders[backbone] = embedder_for(
+                    self._settings, backbone, self._settings.resolved_cache_dir()
                 )
             return self._embedders[backbone]
 
@@ -379,7 +235,8 @@ class InProcessRunner:
             terminal, out_of_memory = self._attempt(job, params, stop)
             if not out_of_memory:
                 if isinstance(terminal, Done) and params is not job.params:
-                    terminal.metrics["batch_size"] = params.batch_size
+                    metrics = {**terminal.metrics, "batch_size": params.batch_size}
+                    return terminal.model_copy(update={"metrics": metrics})
                 return terminal
             smaller = params.batch_size // 2
             if stop.is_set():
@@ -409,7 +266,6 @@ class InProcessRunner:
             else:
                 self._log.append(job.id, self._public(job).event(event))
 
-        s = self._settings
         try:
             dataset = from_items(
                 self._store.job_items(job),
@@ -418,13 +274,8 @@ class InProcessRunner:
                 seed=params.seed,
             )
             compare = job.kind is JobKind.COMPARE
-            run = RunContext(
-                self._embedder(params.backbone),
-                on_event=on_event,
-                should_stop=stop.is_set,
-                device=s.device,
-                weights_path=s.weights,
-                max_pixels=s.max_pixels,
+            run = run_context(
+                self._settings, self._embedder(params.backbone), on_event, stop.is_set
             )
             (compare_modes if compare else train_to_zip)(
                 dataset,
@@ -441,15 +292,11 @@ class InProcessRunner:
                 logger.warning("Job %s ran out of GPU memory: %s", job.id, exc)
                 return Failed(error=out_of_memory_sentence(params.batch_size)), True
             logger.exception("Job %s failed", job.id)
-            terminal.append(
-                Failed(
-                    error=f"Training failed unexpectedly ({exc!r}). Check the server log, then try again."
-                )
-            )
+            terminal.append(Failed(error=unexpected_failure("Training", exc)))
         return (terminal[0] if terminal else Cancelled()), False
 
     def _public(self, job: Job) -> Publisher:
-        return Publisher(self._store.data_dir, job.project_id)
+        return Publisher(self._store, job.project_id)
 
     def _finish(self, job: Job, terminal: BaseModel) -> None:
         """Record the result before the terminal event, so a stream's reader sees the final job."""

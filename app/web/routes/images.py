@@ -2,40 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 
 from app.config import Settings
-from app.engine.errors import ImageRejected, TeachboxError
-from app.service.store import (
-    ImageClass,
-    Store,
-    StoredImage,
-    clean_filename,
-    prepare_image,
-    reencode,
-)
+from app.engine.errors import ImageRejected, InvalidInput, NotFound, TooLarge
+from app.service.records import ImageClass, StoredImage
+from app.service.store import Store
+from app.service.uploads import clean_filename, file_too_large, prepare_image, reencode
 from app.web.api_models import AddedImage, ImageOut, RejectedFile, UploadResult
 from app.web.deps import (
     ClassDep,
     ClassImageDep,
-    FormDep,
     ImageDep,
     ProjectDep,
     RunnerDep,
     SettingsDep,
     StoreDep,
-    form_files,
-    multipart_body,
 )
+from app.web.multipart import FormDep, form_files, multipart_body
 
 router = APIRouter(tags=["images"])
-_JPEG = {200: {"content": {"image/jpeg": {}}, "description": "The image, re-encoded as JPEG."}}
+_JPEG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}}, "description": "The image, re-encoded as JPEG."}
+}
 _CACHE = {"Cache-Control": "private, max-age=86400"}
-
-
-def file_too_large(size: int, settings: Settings) -> str:
-    return f"The file is {size / 1e6:.1f} MB, over the limit of {settings.max_file_mb:g} MB per file. Downscale it and upload it again."
 
 
 def ingest(
@@ -66,10 +59,10 @@ def upload_images(
     """Add images to a class: multipart, the field `files` repeated once per image."""
     uploads = form_files(form, "files")
     if not uploads:
-        raise TeachboxError("Attach at least one image in the multipart field 'files'.", 422)
+        raise InvalidInput("Attach at least one image in the multipart field 'files'.")
     oversized = [upload for upload in uploads if (upload.size or 0) > settings.max_file_mb * 1e6]
     if len(oversized) == len(uploads):
-        raise TeachboxError(file_too_large(oversized[0].size or 0, settings), 413)
+        raise TooLarge(file_too_large(oversized[0].size or 0, settings))
     outcomes: list[StoredImage | RejectedFile] = []
     for upload in uploads:
         name = clean_filename(upload.filename)
@@ -102,9 +95,8 @@ def _jpeg(image: StoredImage, store: Store, settings: Settings) -> Response:
     try:
         data = reencode(store.image_path(image), settings.max_pixels)
     except (ImageRejected, FileNotFoundError):
-        raise TeachboxError(
-            "The stored file of this image is missing or damaged. Delete the image and upload it again.",
-            404,
+        raise NotFound(
+            "The stored file of this image is missing or damaged. Delete the image and upload it again."
         ) from None
     return Response(data, media_type="image/jpeg", headers=_CACHE)
 
@@ -112,8 +104,8 @@ def _jpeg(image: StoredImage, store: Store, settings: Settings) -> Response:
 def _thumbnail(image: StoredImage, store: Store) -> Response:
     path = store.thumbnail_path(image)
     if not path.is_file():
-        raise TeachboxError(
-            "The thumbnail of this image is missing. Delete the image and upload it again.", 404
+        raise NotFound(
+            "The thumbnail of this image is missing. Delete the image and upload it again."
         )
     return FileResponse(path, media_type="image/jpeg", headers=_CACHE)
 

@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
-from app.engine.errors import TeachboxError
+from app.engine.errors import Conflict, InvalidInput, NotFound
 from app.engine.events import TERMINAL_TYPES
 from app.engine.params import Mode, TrainParams
-from app.service.runners.in_process import EventLog
-from app.service.store import JobKind, JobStatus
+from app.service.event_log import EventLog
+from app.service.records import JobKind, JobStatus
 from app.web.api_models import JobCreated, JobOut
 from app.web.deps import EventLogDep, JobDep, ProjectDep, RunnerDep, SettingsDep, StoreDep
 
@@ -52,8 +52,8 @@ def get_job(job: JobDep) -> JobOut:
 def cancel_job(job: JobDep, store: StoreDep, runner: RunnerDep) -> JobCreated:
     """Cancel a queued job at once, or ask a running one to stop; its stream ends with `cancelled`."""
     if not job.active:
-        raise TeachboxError(
-            f"Job {job.id} has already ended ({job.status}); there is nothing to cancel.", 409
+        raise Conflict(
+            f"Job {job.id} has already ended ({job.status}); there is nothing to cancel."
         )
     runner.cancel(job)
     current = store.get_job(job.id) or job
@@ -142,18 +142,17 @@ def download_model(
 ) -> FileResponse:
     """The model zip (ONNX, safetensors, labels, metadata, predict.py); 409 until the job succeeded."""
     if job.status is not JobStatus.SUCCEEDED:
-        raise TeachboxError(
-            f"Job {job.id} is {job.status}; its model can be downloaded once it has succeeded.", 409
+        raise Conflict(
+            f"Job {job.id} is {job.status}; its model can be downloaded once it has succeeded."
         )
     if mode is not None and job.kind is JobKind.TRAIN and mode is not job.params.mode:
-        raise TeachboxError(
-            f"Job {job.id} trained one {job.params.mode} model; leave mode out to download it.", 422
+        raise InvalidInput(
+            f"Job {job.id} trained one {job.params.mode} model; leave mode out to download it."
         )
     path = store.model_path(job, mode)
     if not path.is_file():
-        raise TeachboxError(
-            f"The model file of job {job.id} is missing from the data folder. Train the project again.",
-            404,
+        raise NotFound(
+            f"The model file of job {job.id} is missing from the data folder. Train the project again."
         )
     suffix = f"-{path.stem}" if job.kind is JobKind.COMPARE else ""
     return FileResponse(

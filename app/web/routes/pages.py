@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -13,14 +13,13 @@ from pydantic.fields import FieldInfo
 
 from app.engine.backbones import BACKBONES, DEFAULT_BACKBONE
 from app.engine.dataset import MIN_IMAGES_PER_CLASS
-from app.engine.params import DEFAULT_EPOCHS, MODE_HELP, Mode, TrainParams
+from app.engine.params import DEFAULT_EPOCHS, MODE_INFO, Mode, TrainParams
 
 router = APIRouter(include_in_schema=False)
 
 # The knobs shown under "Advanced", in order; the others keep their defaults (few knobs, as Teachable Machine).
 ADVANCED_FIELDS = ("epochs", "batch_size", "learning_rate", "unfreeze_blocks", "backbone", "int8")
 LABELS = {"unfreeze_blocks": "Blocks to unfreeze", "int8": "Also export an int8 model"}
-MODE_TITLES = {Mode.TRANSFER: "Transfer learning", Mode.FINETUNE: "Fine-tuning"}
 FINETUNE_ONLY = frozenset({"unfreeze_blocks"})
 BACKBONE_TITLES = {
     "mobilenet_v2": "MobileNetV2 (default)",
@@ -46,43 +45,40 @@ class FieldView:
     finetune_only: bool = False
 
 
-def _bounds(info: FieldInfo) -> dict[str, float]:
-    """The field's range as `minimum` (inclusive), `above` (exclusive) and `maximum` (inclusive)."""
-    bounds = {}
-    for rule in info.metadata:
-        if isinstance(rule, Ge):
-            bounds["minimum"] = rule.ge
-        elif isinstance(rule, Gt):
-            bounds["above"] = rule.gt
-        elif isinstance(rule, Le):
-            bounds["maximum"] = rule.le
-    return bounds
+def _bound(info: FieldInfo, rule: type[Ge | Gt | Le]) -> float | None:
+    """The field's bound of this kind (`ge`, `gt` or `le`), if it has one."""
+    for item in info.metadata:
+        if isinstance(item, rule):
+            bound: float = getattr(item, rule.__name__.lower())  # an int stays an int on the page
+            return bound
+    return None
 
 
 def _field_view(name: str, info: FieldInfo) -> FieldView:
-    label = LABELS.get(name, name.replace("_", " ").capitalize())
-    common = {
-        "name": name,
-        "label": label,
-        "help": info.description or "",
-        "finetune_only": name in FINETUNE_ONLY,
-    }
+    view = FieldView(
+        name=name,
+        label=LABELS.get(name, name.replace("_", " ").capitalize()),
+        help=info.description or "",
+        kind="number",
+        default=info.default,
+        finetune_only=name in FINETUNE_ONLY,
+    )
     if name == "backbone":
-        return FieldView(
-            kind="select",
-            default=DEFAULT_BACKBONE,
-            options=tuple((name, BACKBONE_TITLES.get(name, name)) for name in BACKBONES),
-            **common,
-        )
+        options = tuple((name, BACKBONE_TITLES.get(name, name)) for name in BACKBONES)
+        return replace(view, kind="select", default=DEFAULT_BACKBONE, options=options)
     if info.annotation is bool:
-        return FieldView(kind="checkbox", default=bool(info.default), **common)
-    is_float = info.annotation is float
+        return replace(view, kind="checkbox", default=bool(info.default))
     default = {
         "epochs": DEFAULT_EPOCHS[Mode.TRANSFER],
         "unfreeze_blocks": BACKBONES[DEFAULT_BACKBONE].default_unfreeze_blocks,
     }.get(name, info.default)
-    return FieldView(
-        kind="number", default=default, step="any" if is_float else "1", **_bounds(info), **common
+    return replace(
+        view,
+        default=default,
+        step="any" if info.annotation is float else "1",
+        minimum=_bound(info, Ge),
+        above=_bound(info, Gt),
+        maximum=_bound(info, Le),
     )
 
 
@@ -98,6 +94,7 @@ def page_config() -> dict[str, Any]:
     return {
         "defaults": {mode.value: {**defaults, "epochs": DEFAULT_EPOCHS[mode]} for mode in Mode},
         "minImages": MIN_IMAGES_PER_CLASS,
+        "modeNames": {mode.value: info.name for mode, info in MODE_INFO.items()},
         "unfreeze": {
             name: {"default": spec.default_unfreeze_blocks, "max": len(spec.block_names)}
             for name, spec in BACKBONES.items()
@@ -107,7 +104,8 @@ def page_config() -> dict[str, Any]:
 
 def _modes() -> list[dict[str, str]]:
     return [
-        {"value": mode.value, "title": MODE_TITLES[mode], "help": MODE_HELP[mode]} for mode in Mode
+        {"value": mode.value, "title": info.name, "help": info.help}
+        for mode, info in MODE_INFO.items()
     ]
 
 

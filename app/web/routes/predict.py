@@ -6,19 +6,12 @@ import time
 
 from fastapi import APIRouter, Response
 
-from app.engine.errors import TeachboxError
+from app.engine.errors import Conflict, InvalidInput, TooLarge
 from app.engine.images import decode_image
+from app.service.uploads import file_too_large
 from app.web.api_models import Prediction, PredictResult
-from app.web.deps import (
-    FormDep,
-    ModelsDep,
-    ProjectDep,
-    SettingsDep,
-    StoreDep,
-    form_files,
-    multipart_body,
-)
-from app.web.routes.images import file_too_large
+from app.web.deps import ModelsDep, ProjectDep, SettingsDep, StoreDep
+from app.web.multipart import FormDep, form_files, multipart_body
 
 router = APIRouter(tags=["predict"])
 
@@ -39,15 +32,13 @@ def predict(
     """
     job = store.latest_model_job(project.id)
     if job is None:
-        raise TeachboxError(
-            "This project has no trained model yet. Train it first, then predict.", 409
-        )
+        raise Conflict("This project has no trained model yet. Train it first, then predict.")
     uploads = form_files(form, "file") or form_files(form, "files")
     if not uploads:
-        raise TeachboxError("Attach one image in the multipart field 'file'.", 422)
+        raise InvalidInput("Attach one image in the multipart field 'file'.")
     size = uploads[0].size or 0
     if size > settings.max_file_mb * 1e6:
-        raise TeachboxError(file_too_large(size, settings), 413)
+        raise TooLarge(file_too_large(size, settings))
     started = time.perf_counter()
     image = decode_image(uploads[0].file.read(), settings.max_pixels)
     decode_ms = (time.perf_counter() - started) * 1000

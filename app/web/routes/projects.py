@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.service.store import Project, Store
+from app.service.records import Project
+from app.service.store import Store
 from app.web.api_models import ClassOut, JobOut, ProjectDetail, ProjectIn, ProjectOut
 from app.web.deps import ModelsDep, ProjectDep, RunnerDep, StoreDep
 

