@@ -11,7 +11,8 @@
 #                  scripts/make-base-image.sh makes one where no registry is reachable
 #   CHECK_IMAGES   a folder with one sub-folder of photos per class to train on (default:
 #                  generated images); read in place, never copied into the repository
-#   CHECK_CLASSES  classes to use (default 3), CHECK_PER_CLASS images per class (default 8)
+#   CHECK_CLASSES  classes to use (default 3), CHECK_PER_CLASS images per class (default 12)
+#   NO_CACHE=1     build without Docker's layer cache (a cold build, as on a new machine)
 #   SKIP_BUILD=1   check an image that is already built
 # Needs git, docker, curl and python3 (for JSON) on the host.
 set -euo pipefail
@@ -20,7 +21,7 @@ IMAGE=${IMAGE:-teachbox}
 BASE_IMAGE=${BASE_IMAGE:-}
 CHECK_IMAGES=${CHECK_IMAGES:-}
 CHECK_CLASSES=${CHECK_CLASSES:-3}
-CHECK_PER_CLASS=${CHECK_PER_CLASS:-8}
+CHECK_PER_CLASS=${CHECK_PER_CLASS:-12}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-180}
 JOB_TIMEOUT=${JOB_TIMEOUT:-900}
 
@@ -56,6 +57,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   git clone --quiet --no-local "$repo" "$tmp/src"
   build_args=()
   [ -z "$BASE_IMAGE" ] || build_args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+  [ "${NO_CACHE:-0}" != 1 ] || build_args+=(--no-cache)
   # The host's own package index settings, so that the build reaches the same index; local
   # (file://) indexes are left out because the build cannot see this host's folders.
   for key in index-url extra-index-url trusted-host; do
@@ -69,10 +71,10 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   t0=$(date +%s)
   nice -n 19 docker build --quiet "${build_args[@]}" -t "$IMAGE" "$tmp/src" >"$tmp/build.log" 2>&1 \
     || { tail -n 30 "$tmp/build.log" >&2; die "docker build failed (last lines above)."; }
-  say "built in $(($(date +%s) - t0)) s"
+  say "built in $(($(date +%s) - t0)) s$([ "${NO_CACHE:-0}" != 1 ] || echo " without the layer cache")"
 fi
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE") || die "no image $IMAGE."
-say "image $IMAGE: $(awk -v b="$size" 'BEGIN { printf "%.2f GB (%d bytes)", b / 1e9, b }')"
+say "image $IMAGE: $(awk -v b="$size" 'BEGIN { printf "%.2f GB (%.0f bytes)", b / 1e9, b }')"
 
 # --- what is in the image ----------------------------------------------------------------------
 docker run --rm --entrypoint sh "$IMAGE" -c '
@@ -197,7 +199,8 @@ while :; do
   [ "$(date +%s)" -lt "$deadline" ] || die "job $jid still $status after ${JOB_TIMEOUT}s."
   sleep 2
 done
-say "trained (transfer) in $(($(date +%s) - t0)) s: validation accuracy $(json metrics.val_accuracy <<<"$job")"
+n_val=$(json metrics.confusion_matrix <<<"$job" | python3 -c 'import json, sys; print(sum(map(sum, json.load(sys.stdin))))')
+say "trained (transfer) in $(($(date +%s) - t0)) s: validation accuracy $(json metrics.val_accuracy <<<"$job" | cut -c1-5) on $n_val validation images"
 
 api GET "/api/jobs/$jid/model" >"$tmp/model.zip"
 python3 - "$tmp/model.zip" <<'EOF' || die "the downloaded model zip is incomplete."
