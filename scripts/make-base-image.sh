@@ -43,7 +43,7 @@ rm -f "$rootfs.log"
 if compgen -G "$extra_ca_dir/*.crt" >/dev/null; then
   cp "$extra_ca_dir"/*.crt "$rootfs/usr/local/share/ca-certificates/"
   chroot "$rootfs" update-ca-certificates >/dev/null 2>&1
-  echo "make-base-image: added $(ls "$extra_ca_dir"/*.crt | wc -l) local CA certificate(s)"
+  echo "make-base-image: added $(find "$extra_ca_dir" -maxdepth 1 -name "*.crt" | wc -l) local CA certificate(s)"
 fi
 
 # Smaller image: no apt lists, caches, docs or man pages (the Dockerfile never runs apt).
