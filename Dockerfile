@@ -53,7 +53,7 @@ RUN /opt/venv/bin/teachbox weights
 RUN /opt/venv/bin/pip uninstall -y -q triton \
     && find /opt/venv -name '*.a' -delete \
     && find /opt/venv/lib -path '*/site-packages/*' -type d -name tests -prune -exec rm -rf {} + \
-    && /opt/venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, app.main, app.training, app.export, app.quantize; from torchvision.ops import nms"
+    && /opt/venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, app.web.factory, app.engine.training, app.engine.export, app.engine.quantize; from torchvision.ops import nms"
 
 
 FROM ${BASE_IMAGE}
