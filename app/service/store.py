@@ -256,6 +256,11 @@ class Store(JobTable):
             ).fetchone()
         return image_from_row(row) if row else None
 
+    def content_keys(self, project_id: str) -> dict[Path, str]:
+        """Each stored image file's content hash: a split keyed on it is the same for the same
+        images, whatever names the server made up for them and whichever order they came in."""
+        return {self.image_path(image): image.sha256 for image in self.list_images(project_id)}
+
     def move_image(self, image: StoredImage, class_id: str) -> StoredImage:
         """Put the image in another class of its project (a label corrected); files stay as they are.
 
