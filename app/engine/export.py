@@ -18,6 +18,7 @@ from typing import Any
 import onnx
 from safetensors.torch import save_file
 
+from app.engine import preprocess
 from app.engine.backbones import get_spec
 from app.engine.embeddings import export_onnx
 from app.engine.errors import InternalFailure
@@ -36,6 +37,7 @@ ZIP_MEMBERS = (
     "metadata.json",
     "README.md",
     "predict.py",
+    "preprocess.py",
 )
 _PACKAGES = (
     "teachbox",
@@ -49,32 +51,56 @@ _PACKAGES = (
 )
 
 PREDICT_PY = '''\
-"""Classify images with this model: python predict.py IMAGE [IMAGE ...]  (pip install onnxruntime pillow numpy)"""
-import json, sys
+"""Classify images with this model (needs only: pip install onnxruntime pillow numpy).
+
+    python predict.py [--top N] [--int8] IMAGE [IMAGE ...]
+
+Decoding and preprocessing are preprocess.py, the same code the Teachbox app runs.
+"""
+import argparse
+import json
+import sys
 from pathlib import Path
-import numpy as np, onnxruntime as ort
-from PIL import Image, ImageOps
 
 here = Path(__file__).resolve().parent
-meta = json.loads((here / "metadata.json").read_text())
-session = ort.InferenceSession(str(here / "model.onnx"), providers=["CPUExecutionProvider"])
+sys.path.insert(0, str(here))  # preprocess.py sits beside this file, even under `python -I`
 
-def preprocess(path):
-    image = ImageOps.exif_transpose(Image.open(path))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
-    image, crop = image.convert("RGB"), meta["image_size"]
-    scale = meta["resize_size"] / min(image.size)
-    image = image.resize((max(crop, round(image.width * scale)), max(crop, round(image.height * scale))), Image.BILINEAR)
-    left, top = (image.width - crop) // 2, (image.height - crop) // 2
-    pixels = np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.float32) / 255.0
-    return ((pixels - meta["mean"]) / meta["std"]).astype(np.float32).transpose(2, 0, 1)
+import onnxruntime as ort  # noqa: E402
+from PIL import Image, UnidentifiedImageError  # noqa: E402
+from preprocess import from_metadata, rgb_to_input, upright_rgb  # noqa: E402
 
-for path in sys.argv[1:]:
-    probs = session.run(None, {"input": preprocess(path)[None]})[0][0]
-    best = np.argsort(probs)[::-1][:3]
-    print(path, "  ".join(f"{meta['labels'][i]} {probs[i]:.3f}" for i in best))
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Classify images with this Teachbox model.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, WebP, BMP or GIF files")
+    parser.add_argument("--top", type=int, default=3, help="how many labels to show per image (default 3)")
+    parser.add_argument("--int8", action="store_true", help="run model.int8.onnx, the quantised model")
+    args = parser.parse_args(argv)
+    model = here / ("model.int8.onnx" if args.int8 else "model.onnx")
+    if not model.is_file():
+        parser.error(f"{model.name} is not in this folder; train with int8 on to get it, or drop --int8")
+    meta = json.loads((here / "metadata.json").read_text(encoding="utf-8"))
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    prep, status = from_metadata(meta), 0
+    for path in args.images:
+        try:
+            with Image.open(path) as image:
+                pixels = rgb_to_input(upright_rgb(image), prep)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            print(f"{path}: cannot read this image ({exc}). Give a JPEG, PNG, WebP, BMP or GIF file.", file=sys.stderr)
+            status = 1
+            continue
+        probs = session.run(None, {"input": pixels[None]})[0][0]
+        ranked = sorted(zip(meta["labels"], probs), key=lambda pair: -pair[1])[: args.top]
+        print(f"{path}: " + "  ".join(f"{label} {p:.3f}" for label, p in ranked))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
 '''
+# Shipped beside predict.py, byte for byte the module the app itself decodes and preprocesses with.
+PREPROCESS_PY = Path(preprocess.__file__).read_text(encoding="utf-8")
 
 README_MD = """\
 # {title}
@@ -84,12 +110,16 @@ An image classifier trained with Teachbox ({mode} on {backbone}); validation acc
 Files: `model.onnx` (one self-contained ONNX file: input `input`, float32 NCHW RGB {size}x{size},
 scaled to [0, 1] and normalised with `mean`/`std` from `metadata.json`; output `probabilities`),
 `model.safetensors` (the full PyTorch state, to continue training), `labels.txt`, `metadata.json`,
-and `predict.py`.
+`predict.py`, `preprocess.py` and, when trained with int8 on, `model.int8.onnx` (quantised, about
+3x smaller; its accuracy change is in `metadata.json` under `int8`).
 
     pip install onnxruntime pillow numpy
-    python predict.py photo.jpg
+    python predict.py photo.jpg            # --top N labels per image; --int8 runs model.int8.onnx
 
-Preprocessing: resize the shorter side to {resize} pixels (bilinear), centre-crop {size}x{size}.
+Preprocessing (`preprocess.py`, the same code the Teachbox app runs): decode, take the first frame
+of an animation, apply the EXIF orientation, convert to 8-bit RGB (16-bit images scaled, not
+clipped; transparency onto white), resize the shorter side to {resize} pixels (bilinear),
+centre-crop {size}x{size}, scale to [0, 1] and normalise with `mean`/`std`.
 """
 
 
@@ -186,6 +216,7 @@ def export_model_zip(
                 resize=prep.resize_size,
             ),
             "predict.py": PREDICT_PY,
+            "preprocess.py": PREPROCESS_PY,
         }
         for name, text in texts.items():
             (folder / name).write_text(text, encoding="utf-8")

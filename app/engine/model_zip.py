@@ -22,6 +22,7 @@ from app.engine.images import DEFAULT_MAX_PIXELS, Preprocessing, decode_image, m
 from app.engine.metrics import classification_metrics
 from app.engine.network import Classifier, make_head
 from app.engine.onnx_runtime import cpu_session
+from app.engine.preprocess import from_metadata
 
 
 def read_zip_member(zip_path: Path, name: str) -> bytes:
@@ -53,10 +54,7 @@ class OnnxClassifier:
 
     @property
     def preprocessing(self) -> Preprocessing:
-        m = self.metadata
-        return Preprocessing(
-            int(m["resize_size"]), int(m["image_size"]), tuple(m["mean"]), tuple(m["std"])
-        )
+        return from_metadata(self.metadata)
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"input": batch})[0]
