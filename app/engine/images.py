@@ -28,6 +28,7 @@ __all__ = [
     "Preprocessing",
     "decode_image",
     "list_image_files",
+    "list_other_files",
     "model_input",
     "normalise",
     "resize_and_crop",
@@ -159,3 +160,17 @@ def list_image_files(folder: Path) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     )
+
+
+def list_other_files(folder: Path) -> list[tuple[Path, str]]:
+    """The files beside the images that Teachbox will not read, each with the reason (hidden files,
+    such as .DS_Store, are left out silently)."""
+    return [
+        (
+            p,
+            f"{p.suffix or 'a file without an extension'} is not an image Teachbox reads; "
+            f"convert it to {ACCEPTED_FORMATS_TEXT}",
+        )
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES
+    ]

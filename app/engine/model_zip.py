@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from app.engine.backbones import build_backbone, get_spec
-from app.engine.dataset import scan_folder
+from app.engine.dataset import not_images, scan_folder
 from app.engine.errors import ImageRejected, InvalidInput
 from app.engine.images import DEFAULT_MAX_PIXELS, Preprocessing, decode_image, model_input
 from app.engine.metrics import classification_metrics
@@ -86,7 +86,8 @@ def evaluate_zip(
             f"{data_dir} has classes the model does not know: {', '.join(unknown)}. The model knows: {', '.join(labels)}."
         )
     prep = classifier.preprocessing
-    probs, targets, paths, skipped = [], [], [], []
+    probs, targets, paths = [], [], []
+    skipped = [{"path": str(path), "reason": reason} for path, reason in not_images(data_dir)]
     for start in range(0, len(items), batch_size):
         arrays = []
         for path, name in items[start : start + batch_size]:
