@@ -368,3 +368,17 @@ def test_jobs_left_unfinished_are_interrupted_at_start_up(
         assert fresh.status_code == 202
         assert client.get(f"/api/jobs/{fresh.json()['id']}").json()["params"]["epochs"] == 40
         assert client.post(f"/api/jobs/{fresh.json()['id']}/cancel").status_code in (202, 409)
+
+
+def test_more_blocks_than_the_backbone_has_are_refused(
+    client: TestClient, trainable: tuple[str, dict[str, str]]
+) -> None:
+    pid, _ = trainable
+    body = {"mode": "finetune", "backbone": "mobilenet_v3_small", "unfreeze_blocks": 14}
+    response = client.post(f"/api/projects/{pid}/jobs", json=body)
+    assert response.status_code == 422
+    assert (
+        "unfreeze_blocks is 14, but mobilenet_v3_small has 13 blocks. Choose 1 to 13"
+        in (response.json()["detail"])
+    )
+    assert client.get(f"/api/projects/{pid}/jobs").json() == []
