@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from app.engine.errors import ImageRejected
+from app.engine.errors import ImageRejected, beside_limit
 from app.engine.preprocess import (
     Preprocessing,
     normalise,
@@ -97,9 +97,10 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
     if width < 1 or height < 1:
         raise ImageRejected("The image has no pixels. Re-save it and upload it again.")
     if width * height > max_pixels:
+        megapixels, limit = beside_limit(width * height / 1e6, max_pixels / 1e6)
         raise ImageRejected(
-            f"The image is {width}×{height} ({width * height / 1e6:.0f} megapixels), over the limit of "
-            f"{max_pixels / 1e6:g} megapixels. Downscale it and upload it again."
+            f"The image is {width}×{height} ({megapixels} megapixels), over the limit of "
+            f"{limit} megapixels. Downscale it and upload it again."
         )
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
         raise ImageRejected(
