@@ -6,6 +6,7 @@ What `teachbox evaluate` and the web preview run is the exported `model.onnx` it
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -18,9 +19,8 @@ from typing import Any
 import onnx
 from safetensors.torch import save_file
 
-from app.engine import preprocess
 from app.engine.backbones import get_spec
-from app.engine.embeddings import export_onnx
+from app.engine.embeddings import ONNX_OPSET, export_onnx
 from app.engine.errors import InternalFailure
 from app.engine.images import DEFAULT_MAX_PIXELS
 from app.engine.parity import (
@@ -28,6 +28,7 @@ from app.engine.parity import (
 )
 from app.engine.quantize import compare_models, quantize_model
 from app.engine.training import TrainResult
+from app.engine.zip_texts import INT8_LINE, PREDICT_PY, PREPROCESS_PY, README_MD
 
 INT8_MEMBER = "model.int8.onnx"
 ZIP_MEMBERS = (
@@ -49,78 +50,6 @@ _PACKAGES = (
     "numpy",
     "safetensors",
 )
-
-PREDICT_PY = '''\
-"""Classify images with this model (needs only: pip install onnxruntime pillow numpy).
-
-    python predict.py [--top N] [--int8] IMAGE [IMAGE ...]
-
-Decoding and preprocessing are preprocess.py, the same code the Teachbox app runs.
-"""
-import argparse
-import json
-import sys
-from pathlib import Path
-
-here = Path(__file__).resolve().parent
-sys.path.insert(0, str(here))  # preprocess.py sits beside this file, even under `python -I`
-
-import onnxruntime as ort  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
-from preprocess import from_metadata, rgb_to_input, upright_rgb  # noqa: E402
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Classify images with this Teachbox model.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, WebP, BMP or GIF files")
-    parser.add_argument("--top", type=int, default=3, help="how many labels to show per image (default 3)")
-    parser.add_argument("--int8", action="store_true", help="run model.int8.onnx, the quantised model")
-    args = parser.parse_args(argv)
-    model = here / ("model.int8.onnx" if args.int8 else "model.onnx")
-    if not model.is_file():
-        parser.error(f"{model.name} is not in this folder; train with int8 on to get it, or drop --int8")
-    meta = json.loads((here / "metadata.json").read_text(encoding="utf-8"))
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    prep, status = from_metadata(meta), 0
-    for path in args.images:
-        try:
-            with Image.open(path) as image:
-                pixels = rgb_to_input(upright_rgb(image), prep)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            print(f"{path}: cannot read this image ({exc}). Give a JPEG, PNG, WebP, BMP or GIF file.", file=sys.stderr)
-            status = 1
-            continue
-        probs = session.run(None, {"input": pixels[None]})[0][0]
-        ranked = sorted(zip(meta["labels"], probs), key=lambda pair: -pair[1])[: args.top]
-        print(f"{path}: " + "  ".join(f"{label} {p:.3f}" for label, p in ranked))
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-'''
-# Shipped beside predict.py, byte for byte the module the app itself decodes and preprocesses with.
-PREPROCESS_PY = Path(preprocess.__file__).read_text(encoding="utf-8")
-
-README_MD = """\
-# {title}
-
-An image classifier trained with Teachbox ({mode} on {backbone}); validation accuracy {accuracy}.
-
-Files: `model.onnx` (one self-contained ONNX file: input `input`, float32 NCHW RGB {size}x{size},
-scaled to [0, 1] and normalised with `mean`/`std` from `metadata.json`; output `probabilities`),
-`model.safetensors` (the full PyTorch state, to continue training), `labels.txt`, `metadata.json`,
-`predict.py`, `preprocess.py` and, when trained with int8 on, `model.int8.onnx` (quantised, about
-3x smaller; its accuracy change is in `metadata.json` under `int8`).
-
-    pip install onnxruntime pillow numpy
-    python predict.py photo.jpg            # --top N labels per image; --int8 runs model.int8.onnx
-
-Preprocessing (`preprocess.py`, the same code the Teachbox app runs): decode, take the first frame
-of an animation, apply the EXIF orientation, convert to 8-bit RGB (16-bit images scaled, not
-clipped; transparency onto white), resize the shorter side to {resize} pixels (bilinear),
-centre-crop {size}x{size}, scale to [0, 1] and normalise with `mean`/`std`.
-"""
 
 
 def package_versions() -> dict[str, str]:
@@ -166,6 +95,44 @@ def build_metadata(result: TrainResult, parity: dict[str, Any]) -> dict[str, Any
     }
 
 
+def self_describing(onnx_path: Path, metadata: dict[str, Any]) -> None:
+    """Write the labels and the preprocessing into the ONNX file's own metadata_props, so that
+    the model file alone says how to feed it and what its outputs mean."""
+    model = onnx.load(str(onnx_path))
+    preprocessing = {
+        key: metadata[key] for key in ("image_size", "resize_size", "interpolation", "mean", "std")
+    }
+    onnx.helper.set_model_props(
+        model,
+        {
+            "format": metadata["format"],
+            "labels": json.dumps(metadata["labels"]),
+            "preprocessing": json.dumps({**preprocessing, "input": metadata["input"]}),
+            "output": json.dumps(metadata["output"]),
+            "backbone": metadata["backbone"],
+            "mode": metadata["mode"],
+        },
+    )
+    model.producer_name = "teachbox"
+    onnx.save(model, str(onnx_path))
+
+
+def without_folders(metadata: dict[str, Any], result: TrainResult) -> dict[str, Any]:
+    """The metadata to ship: image paths relative to the folder that holds the data, so that no
+    absolute or server path leaves in a shared model."""
+    paths = [*result.train_paths, *result.val_paths, *(path for path, _ in result.skipped)]
+    parents = [path.resolve().parent for path in paths]
+    root = Path(os.path.commonpath(parents)) if parents else Path("/")
+    portable = copy.deepcopy(metadata)
+    for key in ("misclassified", "skipped"):
+        for entry in portable["metrics"].get(key) or []:
+            path = Path(entry["path"]).resolve()
+            entry["path"] = (
+                path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+            )
+    return portable
+
+
 def export_model_zip(
     result: TrainResult, out_path: Path, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> dict[str, Any]:
@@ -204,16 +171,25 @@ def export_model_zip(
         metadata = build_metadata(result, parity)
         if int8_report is not None:
             metadata["int8"] = int8_report
+        for name in members:
+            if name.endswith(".onnx"):
+                self_describing(folder / name, metadata)
         texts = {
             "labels.txt": "\n".join(result.labels) + "\n",
-            "metadata.json": json.dumps(metadata, indent=2),
+            "metadata.json": json.dumps(without_folders(metadata, result), indent=2),
             "README.md": README_MD.format(
                 title="Teachbox model",
                 mode=metadata["mode"],
                 backbone=metadata["backbone"],
                 accuracy=f"{result.metrics.val_accuracy:.3f}",
+                labels=", ".join(result.labels),
+                n_labels=len(result.labels),
+                int8_line=INT8_LINE if INT8_MEMBER in members else "",
+                opset=ONNX_OPSET,
                 size=prep.crop_size,
                 resize=prep.resize_size,
+                mean=json.dumps(list(prep.mean)),
+                std=json.dumps(list(prep.std)),
             ),
             "predict.py": PREDICT_PY,
             "preprocess.py": PREPROCESS_PY,
