@@ -27,6 +27,7 @@ from app.engine.parity import (
     check_parity,
 )
 from app.engine.quantize import compare_models, quantize_model
+from app.engine.samples import EXPECTED, SAMPLE_NAMES, write_samples
 from app.engine.training import TrainResult
 from app.engine.zip_texts import INT8_LINE, PREDICT_PY, PREPROCESS_PY, README_MD
 
@@ -39,6 +40,8 @@ ZIP_MEMBERS = (
     "README.md",
     "predict.py",
     "preprocess.py",
+    *SAMPLE_NAMES,
+    EXPECTED,
 )
 _PACKAGES = (
     "teachbox",
@@ -168,6 +171,7 @@ def export_model_zip(
             {k: v.contiguous() for k, v in model.state_dict().items()},
             str(folder / "model.safetensors"),
         )
+        write_samples(folder, folder / "model.onnx", result.labels, prep)
         metadata = build_metadata(result, parity)
         if int8_report is not None:
             metadata["int8"] = int8_report

@@ -10,6 +10,7 @@ PREDICT_PY = '''\
 """Classify images with this model (needs only: pip install onnxruntime pillow numpy).
 
     python predict.py [--top N] [--int8] IMAGE [IMAGE ...]
+    python predict.py --check     # this folder's samples give samples/expected.json's answers
 
 Decoding and preprocessing are preprocess.py, the same code the Teachbox app runs.
 """
@@ -25,29 +26,54 @@ import onnxruntime as ort  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 from preprocess import from_metadata, rgb_to_input, upright_rgb  # noqa: E402
 
+CHECK_TOLERANCE = 1e-4
+
+
+def classify(session, prep, path):
+    with Image.open(path) as image:
+        pixels = rgb_to_input(upright_rgb(image), prep)
+    return session.run(None, {"input": pixels[None]})[0][0]
+
+
+def check(session, labels, prep):
+    """Run the shipped samples and compare with the probabilities Teachbox computed for them."""
+    expected = json.loads((here / "samples" / "expected.json").read_text(encoding="utf-8"))
+    status = 0
+    for name, answer in expected.items():
+        probs = classify(session, prep, here / "samples" / name)
+        diff = max(abs(float(p) - answer["probabilities"][label]) for label, p in zip(labels, probs))
+        verdict = "matches" if diff <= CHECK_TOLERANCE else "DIFFERS"
+        status = status or int(diff > CHECK_TOLERANCE)
+        print(f"samples/{name}: {verdict} (expected {answer['top']}, largest probability difference {diff:.1e})")
+    return status
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Classify images with this Teachbox model.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, WebP, BMP or GIF files")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="JPEG, PNG, WebP, BMP or GIF files")
     parser.add_argument("--top", type=int, default=3, help="how many labels to show per image (default 3)")
     parser.add_argument("--int8", action="store_true", help="run model.int8.onnx, the quantised model")
+    parser.add_argument("--check", action="store_true", help="check this setup on the shipped samples (model.onnx)")
     args = parser.parse_args(argv)
-    model = here / ("model.int8.onnx" if args.int8 else "model.onnx")
+    if not args.images and not args.check:
+        parser.error("give at least one IMAGE to classify, or --check")
+    model = here / ("model.int8.onnx" if args.int8 and not args.check else "model.onnx")
     if not model.is_file():
         parser.error(f"{model.name} is not in this folder; train with int8 on to get it, or drop --int8")
     meta = json.loads((here / "metadata.json").read_text(encoding="utf-8"))
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    prep, status = from_metadata(meta), 0
+    prep, labels = from_metadata(meta), meta["labels"]
+    if args.check:
+        return check(session, labels, prep)
+    status = 0
     for path in args.images:
         try:
-            with Image.open(path) as image:
-                pixels = rgb_to_input(upright_rgb(image), prep)
+            probs = classify(session, prep, path)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             print(f"{path}: cannot read this image ({exc}). Give a JPEG, PNG, WebP, BMP or GIF file.", file=sys.stderr)
             status = 1
             continue
-        probs = session.run(None, {"input": pixels[None]})[0][0]
-        ranked = sorted(zip(meta["labels"], probs), key=lambda pair: -pair[1])[: args.top]
+        ranked = sorted(zip(labels, probs), key=lambda pair: -pair[1])[: args.top]
         print(f"{path}: " + "  ".join(f"{label} {p:.3f}" for label, p in ranked))
     return status
 
@@ -74,6 +100,11 @@ Labels, in output order: {labels}.
   output, training parameters, validation metrics, the export's parity check, package versions.
 - `predict.py`: classify image files (needs only onnxruntime, pillow and numpy).
 - `preprocess.py`: decoding and preprocessing, the same code the Teachbox app runs.
+- `samples/rgb.png`, `samples/transparent.png`, `samples/grey16.png` and `samples/expected.json`:
+  made-up pictures (none of the training images) in three forms pipelines get wrong (non-square,
+  transparency, 16-bit), with what Teachbox answers for each: probabilities in label order and
+  the per-channel mean of the preprocessed input. Check your own pipeline against them;
+  `python predict.py --check` does it for this folder.
 - `model.safetensors`: the full PyTorch weights, to continue training (never pickle).
 - `README.md`: this file.
 
@@ -81,6 +112,7 @@ Labels, in output order: {labels}.
 
     pip install onnxruntime pillow numpy
     python predict.py photo.jpg            # --top N labels per image; --int8 runs model.int8.onnx
+    python predict.py --check              # the samples give the expected answers here
 
 ## Preprocessing (do exactly this in any other runtime)
 

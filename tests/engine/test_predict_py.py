@@ -4,7 +4,9 @@ on every image form the app accepts, made from real photos."""
 from __future__ import annotations
 
 import ast
+import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -241,3 +243,31 @@ def test_predict_py_explains_its_usage_and_bad_files(
     no_int8 = run_shipped_predict(folder, site, "--int8", str(tmp_path / "notes.txt"))
     assert no_int8.returncode == 2
     assert "model.int8.onnx is not in this folder" in no_int8.stderr
+
+
+def test_shipped_samples_check_a_pipeline(flowers_zip: tuple[Path, Path], tmp_path: Path) -> None:
+    model, folder = flowers_zip
+    expected = json.loads((folder / "samples" / "expected.json").read_text())
+    assert sorted(expected) == ["grey16.png", "rgb.png", "transparent.png"]
+    samples = [str(folder / "samples" / name) for name in expected]
+    labels = (folder / "labels.txt").read_text().split()
+    app_run = teachbox_predict(str(model), *samples, "--top", str(len(labels)))
+    assert app_run.returncode == 0, app_run.stderr
+    for path, answer in parse(app_run.stdout).items():
+        want = expected[Path(path).name]
+        assert max(answer, key=answer.__getitem__) == want["top"]
+        assert all(abs(answer[k] - want["probabilities"][k]) < 1e-3 for k in labels)
+
+    site = isolated_site(tmp_path)
+    checked = run_shipped_predict(folder, site, "--check")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.count(" matches (expected ") == 3
+    tampered = tmp_path / "tampered"
+    shutil.copytree(folder, tampered)
+    wrong = expected | {
+        "rgb.png": {**expected["rgb.png"], "probabilities": dict.fromkeys(labels, 0.2)}
+    }
+    (tampered / "samples" / "expected.json").write_text(json.dumps(wrong))
+    differs = run_shipped_predict(tampered, site, "--check")
+    assert differs.returncode == 1
+    assert "samples/rgb.png: DIFFERS" in differs.stdout
