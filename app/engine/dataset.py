@@ -78,7 +78,8 @@ def check_readable(data: Dataset, unreadable: dict[Path, str]) -> None:
         bad = [path.name for path in train + val if path in unreadable]
         n_train = sum(path not in unreadable for path in train)
         n_val = sum(path not in unreadable for path in val)
-        if n_train >= MIN_IMAGES_PER_CLASS - 1 and n_val >= 1:
+        # A validation folder may lack a class; only one whose validation images all failed is short.
+        if n_train >= MIN_IMAGES_PER_CLASS - 1 and (n_val >= 1 or not val):
             continue
         short.append(
             f"'{name}' has {n_train} readable to train on and {n_val} to validate with"
