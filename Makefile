@@ -1,4 +1,5 @@
-# Two commands for a fresh machine: `make run` and `make test`. Both go through `make setup`.
+# Two commands for a fresh machine: `make run` and `make test`. Both go through `make setup`;
+# only `make test` also installs Chromium, which only the browser tests use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup run test test-fast lint bench weights browser clean docker-check
 
-setup: $(STAMP) weights browser
+setup: $(STAMP) weights
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +36,7 @@ browser:
 run: setup
 	$(BIN)/teachbox serve --host $(HOST) --port $(PORT)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

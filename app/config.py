@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     )
     cache_dir: Path | None = Field(
         None,
-        description="Where embeddings and exported backbones are cached; defaults to DATA_DIR/cache.",
+        description="Where embeddings and exported backbones are cached; defaults to DATA_DIR/cache (the teachbox command: ~/.cache/teachbox).",
     )
     weights: Path | None = Field(
         None,

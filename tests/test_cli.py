@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from app.cli.main import main
 
@@ -93,6 +94,15 @@ def test_errors_are_sentences_not_tracebacks(
     )
     with pytest.raises(SystemExit):
         main(["train", str(tmp_path), "--out", "m.zip", "--backbone", "resnet"])
+    out = str(tmp_path / "m.zip")
+    assert main(["train", str(tmp_path), "--out", out, "--unfreeze-blocks", "20"]) == 2
+    assert (
+        "unfreeze_blocks is 20, but mobilenet_v2 has 19 blocks. Choose 1 to 19."
+        in capsys.readouterr().err
+    )
+    both = ["--val-split", "0.2", "--val-dir", str(tmp_path)]
+    assert main(["train", str(tmp_path), "--out", out, *both]) == 2
+    assert "--val-split and --val-dir exclude each other" in capsys.readouterr().err
 
 
 def test_predict_reports_a_bad_image(
@@ -121,3 +131,23 @@ def test_same_seed_same_metrics_from_a_cold_or_a_warm_cache(
     cold, warm = ([{**h, "seconds": 0} for h in run["history"]] for run in runs)
     assert cold == warm
     assert runs[0]["val_accuracy"] == runs[1]["val_accuracy"]
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has Apple's MPS")
+def test_a_missing_mps_device_is_a_sentence(
+    session_colours: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    run = teachbox(
+        "train",
+        str(session_colours),
+        "--out",
+        str(tmp_path / "m.zip"),
+        "--device",
+        "mps",
+        "--cache-dir",
+        str(cache_dir),
+    )
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert "device is set to mps but Apple's MPS is not available on this machine." in run.stderr
+    assert not (tmp_path / "m.zip").exists()

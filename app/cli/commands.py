@@ -58,6 +58,11 @@ def prepare_run(
     from app.engine.dataset import from_folder
     from app.service.run_context import embedder_for, run_context
 
+    if args.val_dir is not None and getattr(args, "val_split", None) is not None:
+        raise InvalidInput(
+            "--val-split and --val-dir exclude each other: with --val-dir the validation images are "
+            "that folder's. Drop one of them."
+        )
     params = params_from_args(args, mode)
     settings = settings_from_args(args)
     dataset = from_folder(args.data_dir, args.val_dir, params.val_split, params.seed)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.engine.errors import InvalidInput
-from app.engine.images import list_image_files
+from app.engine.images import list_image_files, list_other_files
 
 SortKey = Callable[[Path], str]
 MIN_CLASSES = 2
@@ -58,6 +58,40 @@ def scan_folder(data_dir: Path) -> tuple[list[str], list[tuple[Path, str]]]:
     class_dirs = sorted(d for d in data_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     items = [(path, d.name) for d in class_dirs for path in list_image_files(d)]
     return [d.name for d in class_dirs], items
+
+
+def not_images(data_dir: Path) -> list[tuple[Path, str]]:
+    """Files in the class folders that are not images Teachbox reads, with the reason."""
+    return [
+        entry
+        for d in sorted(data_dir.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+        for entry in list_other_files(d)
+    ]
+
+
+def check_readable(data: Dataset, unreadable: dict[Path, str]) -> None:
+    """Once unreadable images are dropped, each class still needs two to train on and one to
+    validate with; else name the class and its unreadable files."""
+    short = []
+    for index, name in enumerate(data.labels):
+        train = [s.path for s in data.train if s.label == index]
+        val = [s.path for s in data.val if s.label == index]
+        bad = [path.name for path in train + val if path in unreadable]
+        n_train = sum(path not in unreadable for path in train)
+        n_val = sum(path not in unreadable for path in val)
+        # A validation folder may lack a class; only one whose validation images all failed is short.
+        if n_train >= MIN_IMAGES_PER_CLASS - 1 and (n_val >= 1 or not val):
+            continue
+        short.append(
+            f"'{name}' has {n_train} readable to train on and {n_val} to validate with"
+            + (f" (unreadable: {', '.join(bad[:5])})" if bad else "")
+        )
+    if short:
+        raise InvalidInput(
+            f"Each class needs at least {MIN_IMAGES_PER_CLASS - 1} readable images to train on and 1 to "
+            f"validate with: {'; '.join(short)}. Remove or replace the unreadable files, or add images."
+        )
 
 
 def check_minimums(counts: dict[str, int]) -> None:
@@ -132,4 +166,6 @@ def from_folder(
 ) -> Dataset:
     labels, items = scan_folder(data_dir)
     val_items = scan_folder(val_dir)[1] if val_dir is not None else None
-    return from_items(items, labels, val_items, val_fraction, seed)
+    dataset = from_items(items, labels, val_items, val_fraction, seed)
+    dataset.skipped = not_images(data_dir) + (not_images(val_dir) if val_dir is not None else [])
+    return dataset

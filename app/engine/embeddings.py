@@ -107,16 +107,25 @@ class FeatureEngine(Protocol):
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise InvalidInput(
             "device is set to cuda but no CUDA GPU is visible. Use --device auto or cpu."
+        )
+    if device == "mps" and not _mps_available():
+        raise InvalidInput(
+            "device is set to mps but Apple's MPS is not available on this machine. "
+            "Use --device auto or cpu."
         )
     return torch.device(device)
 

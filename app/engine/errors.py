@@ -82,3 +82,15 @@ class TrainingCancelled(Exception):
 def unexpected_failure(what: str, exc: BaseException, log: str = "the server log") -> str:
     """The sentence for an error nobody foresaw: what failed, the exception, and where to look."""
     return f"{what} failed unexpectedly: {exc!r}. Check {log}; try again or report it."
+
+
+def beside_limit(value: float, limit: float) -> tuple[str, str]:
+    """A measured amount and its limit as text: the limit as set, the amount with at least three
+    significant digits, and more if needed so that it never reads as equal to the limit."""
+    shown_limit = f"{limit:g}"
+    digits = max(3, len(str(int(value))))
+    shown = f"{value:.{digits}g}"
+    while shown == shown_limit and digits < 12:
+        digits += 1
+        shown = f"{value:.{digits}g}"
+    return shown, shown_limit

@@ -6,6 +6,7 @@ What `teachbox evaluate` and the web preview run is the exported `model.onnx` it
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -19,14 +20,16 @@ import onnx
 from safetensors.torch import save_file
 
 from app.engine.backbones import get_spec
-from app.engine.embeddings import export_onnx
+from app.engine.embeddings import ONNX_OPSET, export_onnx
 from app.engine.errors import InternalFailure
 from app.engine.images import DEFAULT_MAX_PIXELS
 from app.engine.parity import (
     check_parity,
 )
 from app.engine.quantize import compare_models, quantize_model
+from app.engine.samples import EXPECTED, SAMPLE_NAMES, write_samples
 from app.engine.training import TrainResult
+from app.engine.zip_texts import INT8_LINE, PREDICT_PY, PREPROCESS_PY, README_MD
 
 INT8_MEMBER = "model.int8.onnx"
 ZIP_MEMBERS = (
@@ -36,6 +39,9 @@ ZIP_MEMBERS = (
     "metadata.json",
     "README.md",
     "predict.py",
+    "preprocess.py",
+    *SAMPLE_NAMES,
+    EXPECTED,
 )
 _PACKAGES = (
     "teachbox",
@@ -47,50 +53,6 @@ _PACKAGES = (
     "numpy",
     "safetensors",
 )
-
-PREDICT_PY = '''\
-"""Classify images with this model: python predict.py IMAGE [IMAGE ...]  (pip install onnxruntime pillow numpy)"""
-import json, sys
-from pathlib import Path
-import numpy as np, onnxruntime as ort
-from PIL import Image, ImageOps
-
-here = Path(__file__).resolve().parent
-meta = json.loads((here / "metadata.json").read_text())
-session = ort.InferenceSession(str(here / "model.onnx"), providers=["CPUExecutionProvider"])
-
-def preprocess(path):
-    image = ImageOps.exif_transpose(Image.open(path))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
-    image, crop = image.convert("RGB"), meta["image_size"]
-    scale = meta["resize_size"] / min(image.size)
-    image = image.resize((max(crop, round(image.width * scale)), max(crop, round(image.height * scale))), Image.BILINEAR)
-    left, top = (image.width - crop) // 2, (image.height - crop) // 2
-    pixels = np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.float32) / 255.0
-    return ((pixels - meta["mean"]) / meta["std"]).astype(np.float32).transpose(2, 0, 1)
-
-for path in sys.argv[1:]:
-    probs = session.run(None, {"input": preprocess(path)[None]})[0][0]
-    best = np.argsort(probs)[::-1][:3]
-    print(path, "  ".join(f"{meta['labels'][i]} {probs[i]:.3f}" for i in best))
-'''
-
-README_MD = """\
-# {title}
-
-An image classifier trained with Teachbox ({mode} on {backbone}); validation accuracy {accuracy}.
-
-Files: `model.onnx` (one self-contained ONNX file: input `input`, float32 NCHW RGB {size}x{size},
-scaled to [0, 1] and normalised with `mean`/`std` from `metadata.json`; output `probabilities`),
-`model.safetensors` (the full PyTorch state, to continue training), `labels.txt`, `metadata.json`,
-and `predict.py`.
-
-    pip install onnxruntime pillow numpy
-    python predict.py photo.jpg
-
-Preprocessing: resize the shorter side to {resize} pixels (bilinear), centre-crop {size}x{size}.
-"""
 
 
 def package_versions() -> dict[str, str]:
@@ -136,6 +98,44 @@ def build_metadata(result: TrainResult, parity: dict[str, Any]) -> dict[str, Any
     }
 
 
+def self_describing(onnx_path: Path, metadata: dict[str, Any]) -> None:
+    """Write the labels and the preprocessing into the ONNX file's own metadata_props, so that
+    the model file alone says how to feed it and what its outputs mean."""
+    model = onnx.load(str(onnx_path))
+    preprocessing = {
+        key: metadata[key] for key in ("image_size", "resize_size", "interpolation", "mean", "std")
+    }
+    onnx.helper.set_model_props(
+        model,
+        {
+            "format": metadata["format"],
+            "labels": json.dumps(metadata["labels"]),
+            "preprocessing": json.dumps({**preprocessing, "input": metadata["input"]}),
+            "output": json.dumps(metadata["output"]),
+            "backbone": metadata["backbone"],
+            "mode": metadata["mode"],
+        },
+    )
+    model.producer_name = "teachbox"
+    onnx.save(model, str(onnx_path))
+
+
+def without_folders(metadata: dict[str, Any], result: TrainResult) -> dict[str, Any]:
+    """The metadata to ship: image paths relative to the folder that holds the data, so that no
+    absolute or server path leaves in a shared model."""
+    paths = [*result.train_paths, *result.val_paths, *(path for path, _ in result.skipped)]
+    parents = [path.resolve().parent for path in paths]
+    root = Path(os.path.commonpath(parents)) if parents else Path("/")
+    portable = copy.deepcopy(metadata)
+    for key in ("misclassified", "skipped"):
+        for entry in portable["metrics"].get(key) or []:
+            path = Path(entry["path"]).resolve()
+            entry["path"] = (
+                path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+            )
+    return portable
+
+
 def export_model_zip(
     result: TrainResult, out_path: Path, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> dict[str, Any]:
@@ -171,21 +171,32 @@ def export_model_zip(
             {k: v.contiguous() for k, v in model.state_dict().items()},
             str(folder / "model.safetensors"),
         )
+        write_samples(folder, folder / "model.onnx", result.labels, prep)
         metadata = build_metadata(result, parity)
         if int8_report is not None:
             metadata["int8"] = int8_report
+        for name in members:
+            if name.endswith(".onnx"):
+                self_describing(folder / name, metadata)
         texts = {
             "labels.txt": "\n".join(result.labels) + "\n",
-            "metadata.json": json.dumps(metadata, indent=2),
+            "metadata.json": json.dumps(without_folders(metadata, result), indent=2),
             "README.md": README_MD.format(
                 title="Teachbox model",
                 mode=metadata["mode"],
                 backbone=metadata["backbone"],
                 accuracy=f"{result.metrics.val_accuracy:.3f}",
+                labels=", ".join(result.labels),
+                n_labels=len(result.labels),
+                int8_line=INT8_LINE if INT8_MEMBER in members else "",
+                opset=ONNX_OPSET,
                 size=prep.crop_size,
                 resize=prep.resize_size,
+                mean=json.dumps(list(prep.mean)),
+                std=json.dumps(list(prep.std)),
             ),
             "predict.py": PREDICT_PY,
+            "preprocess.py": PREPROCESS_PY,
         }
         for name, text in texts.items():
             (folder / name).write_text(text, encoding="utf-8")

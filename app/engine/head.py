@@ -16,7 +16,7 @@ from torch import nn
 
 from app.engine.best import BestEpoch
 from app.engine.context import StopCheck
-from app.engine.dataset import Dataset, Sample
+from app.engine.dataset import Dataset, Sample, check_readable
 from app.engine.embeddings import Embedder
 from app.engine.errors import InvalidInput, TrainingCancelled
 from app.engine.events import Epoch, EventSink, Log, Progress
@@ -75,8 +75,9 @@ def embed_dataset(
 
     paths = [s.path for s in data.train + data.val]
     result = embedder.embed(paths, on_progress=progress, should_stop=should_stop)
-    for path, reason in result.rejected.items():
+    for path, reason in [*data.skipped, *result.rejected.items()]:
         on_event(Log(level="warning", message=f"Skipped {path.name}: {reason}"))
+    check_readable(data, result.rejected)
     clean = data.without(set(result.rejected))
     clean.skipped = data.skipped + list(result.rejected.items())
     if not clean.train or not clean.val:

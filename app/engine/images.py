@@ -1,19 +1,39 @@
-"""The one way Teachbox turns bytes into pixels: validation, decoding, RGB conversion and preprocessing.
+"""The one way Teachbox turns bytes into pixels: the checks that refuse a file, then preprocess.py.
 
 Training, evaluation, prediction and uploads all call `decode_image`, so an image means the same
-thing everywhere. Everything that can be checked from the header is checked before decoding.
+thing everywhere. Everything that can be checked from the header is checked before decoding; the
+decoding and preprocessing themselves are preprocess.py, which the model zip ships verbatim.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
-from app.engine.errors import ImageRejected
+from app.engine.errors import ImageRejected, beside_limit
+from app.engine.preprocess import (
+    Preprocessing,
+    normalise,
+    resize_and_crop,
+    rgb_to_input,
+    to_rgb,
+    upright_rgb,
+)
+
+# Re-exported: callers take the preprocessing steps from here, beside the checks.
+__all__ = [
+    "Preprocessing",
+    "decode_image",
+    "list_image_files",
+    "list_other_files",
+    "model_input",
+    "normalise",
+    "resize_and_crop",
+    "to_rgb",
+]
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 ACCEPTED_FORMATS_TEXT = "JPEG, PNG, WebP, BMP or GIF"
@@ -37,16 +57,6 @@ _KNOWN_OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
     (b"8BPS", "Photoshop (PSD)"),
 )
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How pixels become the network's input: resize the shorter side, centre-crop, scale, normalise."""
-
-    resize_size: int
-    crop_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
 
 def _sniff_other_format(head: bytes) -> str | None:
@@ -87,9 +97,10 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
     if width < 1 or height < 1:
         raise ImageRejected("The image has no pixels. Re-save it and upload it again.")
     if width * height > max_pixels:
+        megapixels, limit = beside_limit(width * height / 1e6, max_pixels / 1e6)
         raise ImageRejected(
-            f"The image is {width}×{height} ({width * height / 1e6:.0f} megapixels), over the limit of "
-            f"{max_pixels / 1e6:g} megapixels. Downscale it and upload it again."
+            f"The image is {width}×{height} ({megapixels} megapixels), over the limit of "
+            f"{limit} megapixels. Downscale it and upload it again."
         )
     if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
         raise ImageRejected(
@@ -106,31 +117,6 @@ def _draft_for(image: Image.Image, min_shorter_side: int) -> None:
         image.draft("RGB", (int(width / factor) + 1, int(height / factor) + 1))
 
 
-def _sixteen_bit_to_eight(image: Image.Image) -> Image.Image:
-    array = np.asarray(image, dtype=np.float64)
-    peak = 65535.0 if array.max(initial=0) > 255 else 255.0
-    return Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).round().astype(np.uint8), "L")
-
-
-def _flatten_alpha(image: Image.Image) -> Image.Image:
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any decoded mode to 8-bit RGB, consistently: transparency goes onto white."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return _sixteen_bit_to_eight(image).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        image.mode == "P" and "transparency" in image.info
-    ):
-        return _flatten_alpha(image)
-    return image.convert("RGB")
-
-
 def decode_image(
     source: bytes | Path,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -141,45 +127,13 @@ def decode_image(
     image = _open(data)
     _check_size(image.width, image.height, max_pixels)
     try:
-        if getattr(image, "n_frames", 1) > 1:
-            image.seek(0)
         if draft_shorter_side is not None:
             _draft_for(image, draft_shorter_side)
-        image.load()
-        upright = ImageOps.exif_transpose(image)
-        return to_rgb(upright if upright is not None else image)
+        return upright_rgb(image)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise ImageRejected(
             f"The image is corrupt or truncated ({exc}). Re-save it and upload it again."
         ) from None
-
-
-def resize_and_crop(image: Image.Image, prep: Preprocessing) -> Image.Image:
-    """Resize the shorter side to `resize_size` (bilinear, antialiased) and take the centre crop."""
-    width, height = image.size
-    scale = prep.resize_size / min(width, height)
-    new_size = (
-        max(prep.crop_size, round(width * scale)),
-        max(prep.crop_size, round(height * scale)),
-    )
-    resized = image.resize(new_size, Image.Resampling.BILINEAR)
-    left = (new_size[0] - prep.crop_size) // 2
-    top = (new_size[1] - prep.crop_size) // 2
-    return resized.crop((left, top, left + prep.crop_size, top + prep.crop_size))
-
-
-def normalise(image: Image.Image, prep: Preprocessing) -> np.ndarray:
-    """RGB pixels to a float32 CHW array: scaled to [0, 1], then (x - mean) / std.
-
-    Computed as x * (1 / (255 std)) - mean / std in place, in two passes instead of four (2.4x
-    faster, within 5e-7 of the three-step formula that metadata.json describes).
-    """
-    std = np.asarray(prep.std, dtype=np.float32).reshape(3, 1, 1)
-    mean = np.asarray(prep.mean, dtype=np.float32).reshape(3, 1, 1)
-    array = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32, order="C")
-    array *= 1.0 / (255.0 * std)
-    array -= mean / std
-    return array
 
 
 def model_input(
@@ -197,7 +151,7 @@ def model_input(
     else:
         draft = 2 * prep.resize_size if fast else None
         image = decode_image(source, max_pixels=max_pixels, draft_shorter_side=draft)
-    return normalise(resize_and_crop(image, prep), prep)
+    return rgb_to_input(image, prep)
 
 
 def list_image_files(folder: Path) -> list[Path]:
@@ -207,3 +161,17 @@ def list_image_files(folder: Path) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     )
+
+
+def list_other_files(folder: Path) -> list[tuple[Path, str]]:
+    """The files beside the images that Teachbox will not read, each with the reason (hidden files,
+    such as .DS_Store, are left out silently)."""
+    return [
+        (
+            p,
+            f"{p.suffix or 'a file without an extension'} is not an image Teachbox reads; "
+            f"convert it to {ACCEPTED_FORMATS_TEXT}",
+        )
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES
+    ]

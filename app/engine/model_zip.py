@@ -16,12 +16,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from app.engine.backbones import build_backbone, get_spec
-from app.engine.dataset import scan_folder
+from app.engine.dataset import not_images, scan_folder
 from app.engine.errors import ImageRejected, InvalidInput
 from app.engine.images import DEFAULT_MAX_PIXELS, Preprocessing, decode_image, model_input
 from app.engine.metrics import classification_metrics
 from app.engine.network import Classifier, make_head
 from app.engine.onnx_runtime import cpu_session
+from app.engine.preprocess import from_metadata
 
 
 def read_zip_member(zip_path: Path, name: str) -> bytes:
@@ -53,10 +54,7 @@ class OnnxClassifier:
 
     @property
     def preprocessing(self) -> Preprocessing:
-        m = self.metadata
-        return Preprocessing(
-            int(m["resize_size"]), int(m["image_size"]), tuple(m["mean"]), tuple(m["std"])
-        )
+        return from_metadata(self.metadata)
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"input": batch})[0]
@@ -88,7 +86,8 @@ def evaluate_zip(
             f"{data_dir} has classes the model does not know: {', '.join(unknown)}. The model knows: {', '.join(labels)}."
         )
     prep = classifier.preprocessing
-    probs, targets, paths, skipped = [], [], [], []
+    probs, targets, paths = [], [], []
+    skipped = [{"path": str(path), "reason": reason} for path, reason in not_images(data_dir)]
     for start in range(0, len(items), batch_size):
         arrays = []
         for path, name in items[start : start + batch_size]:

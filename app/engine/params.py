@@ -90,12 +90,18 @@ class TrainParams(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _known_backbone(self) -> TrainParams:
+    def _known_backbone_and_blocks(self) -> TrainParams:
         from app.engine.backbones import BACKBONES
 
         if self.backbone not in BACKBONES:
             names = ", ".join(BACKBONES)
             raise ValueError(f"Unknown backbone '{self.backbone}'. Choose one of: {names}.")
+        blocks = len(BACKBONES[self.backbone].block_names)
+        if self.unfreeze_blocks is not None and self.unfreeze_blocks > blocks:
+            raise ValueError(
+                f"unfreeze_blocks is {self.unfreeze_blocks}, but {self.backbone} has {blocks} blocks. "
+                f"Choose 1 to {blocks}."
+            )
         return self
 
     @property
@@ -112,7 +118,9 @@ class TrainParams(BaseModel):
             if self.unfreeze_blocks is not None
             else spec.default_unfreeze_blocks
         )
-        return min(wanted, len(spec.block_names))
+        return min(
+            wanted, len(spec.block_names)
+        )  # only a default can exceed it; a choice is checked
 
     def resolved(self) -> dict[str, Any]:
         """The parameters as actually used, defaults filled in (what metadata.json records)."""

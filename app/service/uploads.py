@@ -11,6 +11,7 @@ from PIL import Image
 
 from app.config import Settings
 from app.engine.embeddings import content_hash
+from app.engine.errors import beside_limit
 from app.engine.images import ACCEPTED_FORMATS, decode_image
 
 THUMBNAIL_SIZE = 256
@@ -83,4 +84,5 @@ def reencode(path: Path, max_pixels: int) -> bytes:
 
 
 def file_too_large(size: int, settings: Settings) -> str:
-    return f"The file is {size / 1e6:.1f} MB, over the limit of {settings.max_file_mb:g} MB per file. Downscale it and upload it again."
+    megabytes, limit = beside_limit(size / 1e6, settings.max_file_mb)
+    return f"The file is {megabytes} MB, over the limit of {limit} MB per file. Downscale it and upload it again."

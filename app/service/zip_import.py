@@ -8,7 +8,7 @@ import zipfile
 from dataclasses import dataclass
 
 from app.config import Settings
-from app.engine.errors import InvalidRequest, TooLarge
+from app.engine.errors import InvalidRequest, TooLarge, beside_limit
 from app.service.uploads import clean_filename, file_too_large
 
 # Files that can carry code when loaded (pickles, TorchScript, other frameworks' models).
@@ -59,7 +59,9 @@ def _check_size(infos: list[zipfile.ZipInfo], archive_bytes: int, settings: Sett
     total = sum(info.file_size for info in infos)
     if total > settings.max_import_mb * 1e6:
         raise TooLarge(
-            f"The archive unpacks to {total / 1e6:.3g} MB, over the limit of {settings.max_import_mb:g} MB. Split it and import the parts."
+            "The archive unpacks to {} MB, over the limit of {} MB. Split it and import the parts.".format(
+                *beside_limit(total / 1e6, settings.max_import_mb)
+            )
         )
     if total > settings.max_import_ratio * max(archive_bytes, 1):
         raise TooLarge(

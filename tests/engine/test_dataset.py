@@ -81,9 +81,16 @@ def test_missing_folder_says_what_to_give(tmp_path: Path) -> None:
         from_folder(tmp_path / "nope")
 
 
-def test_non_image_files_and_hidden_files_are_ignored(tmp_path: Path) -> None:
+def test_non_image_files_are_reported_and_hidden_files_ignored(tmp_path: Path) -> None:
     root = make_colour_dataset(tmp_path, per_class=4)
     (root / "red" / "notes.txt").write_text("not an image")
+    (root / "red" / "scan.tif").write_bytes(b"II*\x00" + bytes(64))
+    (root / "blue" / "logo.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
     (root / "red" / ".DS_Store").write_bytes(b"\0")
     data = from_folder(root)
     assert len(data.train) + len(data.val) == 8
+    reasons = {path.name: reason for path, reason in data.skipped}
+    assert sorted(reasons) == ["logo.svg", "notes.txt", "scan.tif"]
+    assert reasons["scan.tif"] == (
+        ".tif is not an image Teachbox reads; convert it to JPEG, PNG, WebP, BMP or GIF"
+    )

@@ -158,3 +158,53 @@ def test_int8_export_is_smaller_and_measured(
         and report["accuracy_change"] == report["val_accuracy"] - report["fp32_val_accuracy"]
     )
     assert report["val_accuracy"] == 1.0
+
+
+def test_a_shared_zip_carries_no_folder_of_the_trainer_and_describes_itself(
+    embedder, tmp_path: Path
+) -> None:
+    from app.engine.dataset import from_folder
+    from app.engine.params import TrainParams
+    from app.engine.pipeline import train_to_zip
+    from tests.conftest import make_colour_dataset
+
+    root = make_colour_dataset(tmp_path / "private" / "photos", per_class=6)
+    (root / "red" / "empty.jpg").write_bytes(b"")
+    (root / "blue" / "scan.tif").write_bytes(b"II*\x00" + bytes(64))
+    out = tmp_path / "m.zip"
+    returned = train_to_zip(
+        from_folder(root), TrainParams(epochs=5, int8=True), out, RunContext(embedder)
+    )
+    assert str(root) in json.dumps(returned["metrics"]["skipped"]), "the trainer keeps full paths"
+    with zipfile.ZipFile(out) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    for name, data in members.items():
+        assert str(tmp_path).encode() not in data, name
+        assert b"private/photos" not in data, name
+    shipped = json.loads(members["metadata.json"])
+    assert sorted(entry["path"] for entry in shipped["metrics"]["skipped"]) == [
+        "blue/scan.tif",
+        "red/empty.jpg",
+    ]
+    for name in ("model.onnx", "model.int8.onnx"):
+        props = {p.key: p.value for p in onnx.load_from_string(members[name]).metadata_props}
+        assert json.loads(props["labels"]) == shipped["labels"] == ["blue", "red"]
+        preprocessing = json.loads(props["preprocessing"])
+        assert (preprocessing["resize_size"], preprocessing["image_size"]) == (256, 224)
+        assert preprocessing["mean"] == shipped["mean"] and preprocessing["std"] == shipped["std"]
+        assert preprocessing["input"] == shipped["input"]
+    readme = members["README.md"].decode()
+    for name in members:
+        assert f"`{name}`" in readme, f"the zip's README does not name {name}"
+    assert "onnxruntime-web" in readme and "OrtEnvironment" in readme and "ORTSession" in readme
+    assert "Labels, in output order: blue, red." in readme
+    zipfile.ZipFile(out).extractall(tmp_path / "unzipped")
+    image = sorted((root / "red").glob("red_*.jpg"))[0]
+    int8_run = subprocess.run(
+        [sys.executable, "predict.py", "--int8", "--top", "1", str(image)],
+        cwd=tmp_path / "unzipped",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int8_run.stdout.startswith(f"{image}: red ")

@@ -144,3 +144,14 @@ def test_model_input_is_normalised_chw() -> None:
     array = model_input(encode(Image.new("RGB", (80, 40), (255, 0, 0)), "PNG"), prep)
     assert array.shape == (3, 28, 28) and array.dtype == np.float32
     assert np.allclose(array[0], 1.0) and np.allclose(array[1], -1.0)
+
+
+def test_small_limits_are_stated_with_digits_that_tell_them_apart() -> None:
+    with pytest.raises(ImageRejected) as caught:
+        decode_image(png_header_only(320, 263), max_pixels=60_000)
+    assert caught.value.reason.startswith(
+        "The image is 320×263 (0.0842 megapixels), over the limit of 0.06 megapixels."
+    )
+    with pytest.raises(ImageRejected) as caught:
+        decode_image(png_header_only(317, 317), max_pixels=100_000)
+    assert "(0.1005 megapixels), over the limit of 0.1 megapixels" in caught.value.reason

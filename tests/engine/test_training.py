@@ -13,7 +13,7 @@ from app.engine.context import RunContext
 from app.engine.dataset import from_folder
 from app.engine.embeddings import Embedder, make_embedder
 from app.engine.errors import TeachboxError, TrainingCancelled
-from app.engine.events import Cancelled, Done, Epoch, Progress, Started
+from app.engine.events import Cancelled, Done, Epoch, Log, Progress, Started
 from app.engine.finetune import (
     FINETUNE_MEMORY_FORMAT,
     FinetuneLoader,
@@ -26,6 +26,7 @@ from app.engine.network import Classifier, make_head
 from app.engine.params import Mode, TrainParams
 from app.engine.pipeline import train_to_zip
 from app.engine.training import fit
+from tests.conftest import make_colour_dataset
 
 pytestmark = pytest.mark.weights
 
@@ -193,3 +194,34 @@ def test_done_event_carries_the_metrics(
         and done.metrics["per_class"]
         and done.metrics["parity"]["passed"]
     )
+
+
+def test_files_it_cannot_read_are_reported_with_the_reason(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    root = make_colour_dataset(tmp_path / "data", per_class=6)
+    (root / "red" / "scan.tif").write_bytes(b"II*\x00" + bytes(64))
+    (root / "blue" / "empty.jpg").write_bytes(b"")
+    events, sink = collect()
+    result = fit(from_folder(root), TrainParams(epochs=2), RunContext(embedder, on_event=sink))
+    reasons = {Path(s.path).name: s.reason for s in result.metrics.skipped}
+    assert sorted(reasons) == ["empty.jpg", "scan.tif"]
+    assert reasons["empty.jpg"].startswith("The file is empty.")
+    assert len(result.val_paths) + result.metrics.n_train == 12
+    warnings = [e.message for e in events if isinstance(e, Log) and e.level == "warning"]
+    assert any(message.startswith("Skipped scan.tif: .tif is not an image") for message in warnings)
+
+
+def test_the_minimum_counts_readable_images_not_files(tmp_path: Path, embedder: Embedder) -> None:
+    root = make_colour_dataset(tmp_path / "data", per_class=6)
+    for path in sorted((root / "blue").glob("*.jpg"))[3:]:
+        path.unlink()
+    (sorted((root / "blue").glob("*.jpg"))[0]).write_bytes(b"")
+    with pytest.raises(TeachboxError) as caught:
+        fit(from_folder(root), TrainParams(epochs=2), RunContext(embedder))
+    message = caught.value.message
+    assert message.startswith(
+        "Each class needs at least 2 readable images to train on and 1 to validate with: 'blue' has "
+    )
+    assert "(unreadable: blue_000.jpg)" in message
+    assert message.endswith("Remove or replace the unreadable files, or add images.")

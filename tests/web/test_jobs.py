@@ -408,3 +408,17 @@ def test_the_same_photos_in_two_projects_train_the_same_model(client: TestClient
         runs.append(wait_for_job(client, jid, {"succeeded"})["metrics"])
     first, second = ([{**h, "seconds": 0} for h in run["history"]] for run in runs)
     assert first == second
+
+
+def test_more_blocks_than_the_backbone_has_are_refused(
+    client: TestClient, trainable: tuple[str, dict[str, str]]
+) -> None:
+    pid, _ = trainable
+    body = {"mode": "finetune", "backbone": "mobilenet_v3_small", "unfreeze_blocks": 14}
+    response = client.post(f"/api/projects/{pid}/jobs", json=body)
+    assert response.status_code == 422
+    assert (
+        "unfreeze_blocks is 14, but mobilenet_v3_small has 13 blocks. Choose 1 to 13"
+        in (response.json()["detail"])
+    )
+    assert client.get(f"/api/projects/{pid}/jobs").json() == []

@@ -98,7 +98,7 @@ def test_a_lone_file_over_the_per_file_limit_is_413(make_client: Callable[..., T
     response = upload(client, pid, cid, [("big.png", noise_png(300))])
     assert response.status_code == 413
     assert response.json()["detail"].startswith(
-        "The file is 0.3 MB, over the limit of 0.1 MB per file."
+        "The file is 0.271 MB, over the limit of 0.1 MB per file."
     )
 
 

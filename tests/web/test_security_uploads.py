@@ -161,7 +161,7 @@ def test_case_02_a_file_over_the_per_file_limit_is_413_alone_and_rejected_in_a_m
     alone = upload(client, pid, cid, [("big.png", big)])
     assert alone.status_code == 413
     assert alone.json() == {
-        "detail": "The file is 0.3 MB, over the limit of 0.1 MB per file. Downscale it and upload it again."
+        "detail": "The file is 0.271 MB, over the limit of 0.1 MB per file. Downscale it and upload it again."
     }
     mixed = upload(client, pid, cid, [("big.png", big), ("small.jpg", image_bytes())])
     assert mixed.status_code == 200
@@ -169,7 +169,7 @@ def test_case_02_a_file_over_the_per_file_limit_is_413_alone_and_rejected_in_a_m
     assert mixed.json()["rejected"] == [
         {
             "filename": "big.png",
-            "reason": "The file is 0.3 MB, over the limit of 0.1 MB per file. Downscale it and upload it again.",
+            "reason": "The file is 0.271 MB, over the limit of 0.1 MB per file. Downscale it and upload it again.",
         }
     ]
     assert [i["filename"] for i in client.get(f"/api/projects/{pid}/images").json()] == [
