@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from app.engine.errors import (
     Conflict,
+    Forbidden,
     InternalFailure,
     InvalidInput,
     InvalidRequest,
@@ -75,6 +76,7 @@ def error_response(
 # The one place where a kind of error becomes an HTTP status.
 STATUS_CODES: dict[type[TeachboxError], int] = {
     InvalidRequest: 400,
+    Forbidden: 403,
     NotFound: 404,
     TimedOut: 408,
     Conflict: 409,
