@@ -104,13 +104,16 @@ async def handle_teachbox_error(request: Request, exc: Exception) -> Response:
 
 def json_safe(value: Any) -> Any:
     """pydantic's errors echo the input: NaN and infinities (which Python's JSON reader accepts)
-    become strings, as JSON has no such numbers, and long strings are cut short."""
+    become strings, as JSON has no such numbers, lone surrogates their escapes, and long strings
+    are cut short."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, str) and len(value) > MAX_ECHOED_CHARS:
-        return value[:MAX_ECHOED_CHARS] + "…"
+    if isinstance(value, str):
+        # a lone surrogate ("\udc00" in the JSON) has no UTF-8 form: echo it as its escape
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value[:MAX_ECHOED_CHARS] + "…" if len(value) > MAX_ECHOED_CHARS else value
     if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
+        return {json_safe(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, list):
         return [json_safe(item) for item in value]
     return value
