@@ -302,3 +302,18 @@ class Prediction(BaseModel):
 class PredictResult(BaseModel):
     predictions: list[Prediction] = Field(description="Every class, most likely first.")
     job_id: str
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers: one sentence that says what to do."""
+
+    detail: str = Field(description="What went wrong and what to do about it.")
+
+
+class ValidationErrorOut(ErrorOut):
+    """A 422: the request's values cannot be used; pydantic's list comes along when it found them."""
+
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="pydantic's errors (`loc`, `msg`, `type`, `input`), when the request did not validate.",
+    )

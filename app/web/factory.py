@@ -20,6 +20,7 @@ from app.service.warm_models import WarmModels
 from app.web.errors import install_error_handlers
 from app.web.guard import RequestGuard, allowed_host_names
 from app.web.middleware import BodyLimit, SecurityHeaders
+from app.web.openapi import install_openapi
 from app.web.routes import (
     classes,
     compare,
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    install_openapi(app)
     return app
 
 
