@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast lint bench weights browser clean
+.PHONY: setup run test test-fast lint bench weights browser clean docker-check
 
 setup: $(STAMP) weights browser
 
@@ -52,3 +52,8 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts
+
+# Builds the image from a clean clone of HEAD, trains a small project in it through the API and
+# checks that its data survives `docker rm`. BASE_IMAGE=..., CHECK_IMAGES=DIR: see the script.
+docker-check:
+	scripts/docker-check.sh

@@ -102,3 +102,22 @@ def test_predict_reports_a_bad_image(
     bad.write_text("hello")
     assert main(["predict", str(trained_zip[0]), str(bad)]) == 1
     assert "not an image Teachbox can read" in capsys.readouterr().err
+
+
+def test_same_seed_same_metrics_from_a_cold_or_a_warm_cache(
+    session_colours: Path, tmp_path: Path
+) -> None:
+    """`teachbox train` twice on the same folder and seed: the first run fills a new cache."""
+    cache, runs = tmp_path / "cache", []
+    for run in range(2):
+        metrics = tmp_path / f"metrics-{run}.json"
+        trained = teachbox(
+            *("train", str(session_colours), "--out", str(tmp_path / f"model-{run}.zip")),
+            *("--metrics-out", str(metrics), "--epochs", "5", "--seed", "3"),
+            *("--cache-dir", str(cache)),
+        )
+        assert trained.returncode == 0, trained.stderr
+        runs.append(json.loads(metrics.read_text()))
+    cold, warm = ([{**h, "seconds": 0} for h in run["history"]] for run in runs)
+    assert cold == warm
+    assert runs[0]["val_accuracy"] == runs[1]["val_accuracy"]

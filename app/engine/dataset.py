@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.engine.errors import InvalidInput
 from app.engine.images import list_image_files
 
+SortKey = Callable[[Path], str]
 MIN_CLASSES = 2
 # Two for training plus one held out for validation is the least that can be measured at all.
 MIN_IMAGES_PER_CLASS = 3
@@ -73,11 +75,16 @@ def check_minimums(counts: dict[str, int]) -> None:
 
 
 def stratified_split(
-    items: list[tuple[Path, int]], val_fraction: float, seed: int
+    items: list[tuple[Path, int]], val_fraction: float, seed: int, key: SortKey = str
 ) -> tuple[list[Sample], list[Sample]]:
-    """Hold out `val_fraction` of each class (at least one image), the same way for the same seed."""
+    """Hold out `val_fraction` of each class (at least one image), the same way for the same seed.
+
+    Images are put in the order of `key` before the seeded shuffle, so the split depends on the
+    images and not on the order they came in: their paths by default, or (where paths are made up,
+    as the server's are) their content hashes.
+    """
     by_label: dict[int, list[Path]] = defaultdict(list)
-    for path, label in sorted(items, key=lambda item: (item[1], str(item[0]))):
+    for path, label in sorted(items, key=lambda item: (item[1], key(item[0]))):
         by_label[label].append(path)
     rng = random.Random(seed)
     train: list[Sample] = []
@@ -97,6 +104,7 @@ def from_items(
     val_items: list[tuple[Path, str]] | None = None,
     val_fraction: float = 0.15,
     seed: int = 0,
+    key: SortKey = str,
 ) -> Dataset:
     """A Dataset from explicit (path, class name) pairs, split unless validation items are given."""
     labels = labels or sorted({name for _, name in items})
@@ -106,7 +114,7 @@ def from_items(
         counts[name] += 1
     if val_items is None:
         check_minimums(counts)
-        train, val = stratified_split([(p, index[n]) for p, n in items], val_fraction, seed)
+        train, val = stratified_split([(p, index[n]) for p, n in items], val_fraction, seed, key)
         return Dataset(labels, train, val)
     check_minimums({name: n + 1 for name, n in counts.items()} if counts else counts)
     unknown = sorted({n for _, n in val_items} - set(labels))

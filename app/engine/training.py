@@ -97,9 +97,11 @@ def fit(data: Dataset, params: TrainParams, run: RunContext) -> TrainResult:
             stages=stages,
         )
     )
-    generator = seed_everything(params.seed)
     clean, emb = embed_dataset(data, run.embedder, on_event, should_stop)
-    head = make_head(spec.feature_dim, len(clean.labels))
+    # Seeded after embedding, which builds a backbone (drawing random numbers) only when the
+    # cache is cold; every random draw of training comes from this generator.
+    generator = seed_everything(params.seed)
+    head = make_head(spec.feature_dim, len(clean.labels), generator)
     head_epochs = params.resolved_epochs if params.mode is Mode.TRANSFER else FINETUNE_HEAD_EPOCHS
     history = train_head(head, emb, params, head_epochs, "head", on_event, should_stop, generator)
     model = Classifier(build_backbone(params.backbone, run.weights_path).eval(), head)

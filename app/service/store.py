@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from app.engine.errors import InvalidInput, NotFound
@@ -280,6 +281,31 @@ class Store(JobTable):
                 (project_id, image_id),
             ).fetchone()
         return image_from_row(row) if row else None
+
+    def content_keys(self, project_id: str) -> dict[Path, str]:
+        """Each stored image file's content hash: a split keyed on it is the same for the same
+        images, whatever names the server made up for them and whichever order they came in."""
+        return {self.image_path(image): image.sha256 for image in self.list_images(project_id)}
+
+    def move_image(self, image: StoredImage, class_id: str) -> StoredImage:
+        """Put the image in another class of its project (a label corrected); files stay as they are.
+
+        Allowed while a job runs: the job trains on the labels it was submitted with."""
+        with self._db(write=True) as db:
+            target = db.execute(
+                "SELECT id FROM classes WHERE id = ? AND project_id = ?",
+                (class_id, image.project_id),
+            ).fetchone()
+            if target is None:
+                raise NotFound(
+                    "This project has no class with this id. Get the project to see its classes and their ids."
+                )
+            moved = db.execute(
+                "UPDATE images SET class_id = ? WHERE id = ?", (class_id, image.id)
+            ).rowcount
+        if not moved:
+            raise NotFound("The image was deleted meanwhile. Upload it again into the right class.")
+        return replace(image, class_id=class_id)
 
     def delete_image(self, image: StoredImage) -> None:
         with self._db(write=True) as db:

@@ -176,6 +176,12 @@ class ImageOut(BaseModel):
         )
 
 
+class ImageMove(BaseModel):
+    """A corrected label: the class, of the same project, that the image belongs in."""
+
+    class_id: str = Field(description="The id of the class to move the image to.")
+
+
 class AddedImage(BaseModel):
     id: str
     filename: str

@@ -53,6 +53,7 @@ export const api = {
     for (const file of files) form.append("files", file, file.name);
     return request("POST", `${klass(pid, cid)}/images`, form);
   },
+  moveImage: (pid, iid, classId) => request("PATCH", `${project(pid)}/images/${encodeURIComponent(iid)}`, { class_id: classId }),
   deleteImage: (pid, cid, iid) => request("DELETE", `${klass(pid, cid)}/images/${encodeURIComponent(iid)}`),
   listJobs: (pid) => request("GET", `${project(pid)}/jobs`),
   startJob: (pid, params) => request("POST", `${project(pid)}/jobs`, params),

@@ -1,5 +1,6 @@
 // The page's entry point: wires the project bar, class cards, training, insights, preview and export.
 
+import { api } from "./api.js";
 import { ClassList } from "./classes.js";
 import { ComparePanel } from "./comparing.js";
 import { $, on, showMessage } from "./dom.js";
@@ -11,10 +12,25 @@ import { ProjectBar } from "./projects.js";
 import { TrainingPanel } from "./training.js";
 
 const config = JSON.parse($("main").dataset.config);
+// Corrected labels, from the mistakes gallery and the preview: the class cards show them at once.
+const labels = {
+  classes: () => classes.summary(),
+  async move(imageId, className) {
+    const target = classes.summary().find((klass) => klass.name === className);
+    if (!target) throw new Error(`There is no class named '${className}' any more.`);
+    await api.moveImage(projects.project.id, imageId, target.id);
+    await classes.refresh();
+  },
+  async add(file, classId) {
+    const result = await api.uploadImages(projects.project.id, classId, [file]);
+    if (result.rejected.length) throw new Error(result.rejected[0].reason);
+    await classes.refresh();
+  },
+};
 const pageError = $("#page-error");
 const classes = new ClassList($("#class-list"), $("#class-card-template"), $("#add-class"));
 const training = new TrainingPanel(config);
-const preview = new Preview();
+const preview = new Preview(labels);
 const exporter = new Export();
 const compare = new ComparePanel(training);
 const health = new HealthPanel();
@@ -32,7 +48,7 @@ on("classes-changed", (summary) => {
 on("model-ready", ({ jobId, metrics }) => {
   preview.setModel(projects.project.id, true);
   exporter.setModel(jobId, metrics);
-  showInsights(metrics);
+  showInsights(metrics, labels);
 });
 
 async function openProject(project) {

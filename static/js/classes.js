@@ -341,6 +341,12 @@ export class ClassList {
     this.changed();
   }
 
+  /** Reload every card's images, after images moved or were added from elsewhere on the page. */
+  async refresh() {
+    await Promise.all(this.cards.map((card) => card.loadImages()));
+    this.changed();
+  }
+
   nextName() {
     const taken = new Set(this.cards.map((card) => card.name));
     let n = this.cards.length + 1;

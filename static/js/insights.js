@@ -70,15 +70,43 @@ function confusionTable(metrics) {
 }
 
 // The server names each mistake by its image id and thumbnail URL, never by a path on the server.
-function mistakeItem(mistake) {
+function mistakeItem(mistake, labels) {
   const url = mistake.thumbnail_url;
   const name = mistake.image_id;
   const caption = el("span", {}, el("strong", { text: mistake.true }), ` taken for `, el("strong", { text: mistake.predicted }), ` (${percent(mistake.probability)} sure)`);
   const figure = url ? el("img", { src: url, alt: `A ${mistake.true} image taken for ${mistake.predicted}`, loading: "lazy", width: "96", height: "96" }) : el("span", { class: "no-thumb", text: name || "image" });
-  return el("li", {}, figure, caption);
+  const item = el("li", {}, figure, caption);
+  if (name && labels) item.append(correctionButton(item, mistake, labels));
+  return item;
 }
 
-export function showInsights(metrics) {
+// When the label was wrong and the model right: one click moves the image to the predicted class.
+function correctionButton(item, mistake, labels) {
+  const status = el("span", { class: "hint", role: "status" });
+  const button = el("button", {
+    type: "button",
+    class: "secondary small",
+    "data-testid": "move-to-predicted",
+    title: `The label was wrong: move this image to '${mistake.predicted}'`,
+    text: `It is a ${mistake.predicted}`,
+    onclick: async () => {
+      button.disabled = true;
+      try {
+        await labels.move(mistake.image_id, mistake.predicted);
+        status.textContent = `Moved to '${mistake.predicted}'. Train again to learn from it.`;
+        button.remove();
+      } catch (error) {
+        status.textContent = error.message;
+        button.disabled = false;
+      }
+    },
+  });
+  item.append(status);
+  return button;
+}
+
+/** Show a model's numbers; `labels.move(imageId, className)` corrects a mistake's label. */
+export function showInsights(metrics, labels = null) {
   const ready = metrics && Array.isArray(metrics.labels) && Array.isArray(metrics.confusion_matrix);
   $("#insights-empty").hidden = Boolean(ready);
   $("#insights-body").hidden = !ready;
@@ -88,7 +116,7 @@ export function showInsights(metrics) {
   $("#per-class").replaceChildren(...perClassRows(metrics));
   $("#confusion").replaceChildren(...confusionTable(metrics));
   const mistakes = metrics.misclassified || [];
-  $("#misclassified").replaceChildren(...mistakes.map((mistake) => mistakeItem(mistake)));
+  $("#misclassified").replaceChildren(...mistakes.map((mistake) => mistakeItem(mistake, labels)));
   showMessage($("#misclassified-empty"), mistakes.length ? "" : "None: every validation image was classified correctly.");
 }
 

@@ -7,8 +7,11 @@ import { Camera } from "./webcam.js";
 const LIVE_INTERVAL_MS = 250;
 
 export class Preview {
-  constructor() {
+  /** `labels.classes()` lists the classes; `labels.add(file, classId)` files an image in one. */
+  constructor(labels) {
+    this.labels = labels;
     this.pid = null;
+    this.lastImage = null;
     this.ready = false;
     this.webcamButton = $("#preview-webcam");
     this.upload = $("#preview-upload");
@@ -19,6 +22,11 @@ export class Preview {
     this.objectUrl = null;
     this.camera = new Camera(this.video, $("#preview-camera"), () => this.webcamStopped());
     this.webcamButton.addEventListener("click", () => this.toggleWebcam());
+    this.correct = $("#preview-correct");
+    this.correct.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.addToClass();
+    });
     this.upload.addEventListener("change", () => {
       const [file] = this.upload.files;
       this.upload.value = "";
@@ -42,6 +50,8 @@ export class Preview {
   reset() {
     this.camera.stop();
     this.list.replaceChildren();
+    this.correct.hidden = true;
+    this.lastImage = null;
     $("#preview-media").hidden = true;
     showMessage(this.error, "");
   }
@@ -61,6 +71,7 @@ export class Preview {
     try {
       const result = await api.predict(this.pid, file);
       this.render(result.predictions);
+      this.offerCorrection(file, result.predictions);
       showMessage(this.error, "");
       return true;
     } catch (error) {
@@ -83,6 +94,38 @@ export class Preview {
       );
     });
     this.list.replaceChildren(...items);
+  }
+
+  // "This is actually …": the image just classified goes into the class chosen, the top answer first.
+  offerCorrection(file, predictions) {
+    const best = [...predictions].sort((a, b) => b.probability - a.probability)[0];
+    const classes = this.labels.classes();
+    const select = $("#preview-class");
+    const ids = classes.map((klass) => klass.id).join(",");
+    const fresh = select.dataset.ids !== ids;
+    if (fresh) {
+      select.replaceChildren(...classes.map((klass) => el("option", { value: klass.id, text: klass.name })));
+      select.dataset.ids = ids;
+    }
+    // A new file starts from the model's answer; a webcam keeps what the user picked.
+    const top = classes.find((klass) => klass.name === best?.label);
+    if (top && (fresh || !this.camera.running)) select.value = top.id;
+    if (!this.camera.running) $("#preview-correct-status").textContent = "";
+    this.lastImage = file;
+    this.correct.hidden = classes.length === 0;
+  }
+
+  async addToClass() {
+    const select = $("#preview-class");
+    const status = $("#preview-correct-status");
+    const name = select.selectedOptions[0]?.textContent;
+    if (!this.lastImage || !select.value) return;
+    try {
+      await this.labels.add(this.lastImage, select.value);
+      status.textContent = `Added to '${name}'. Train again to learn from it.`;
+    } catch (error) {
+      status.textContent = error.message;
+    }
   }
 
   async toggleWebcam() {

@@ -181,6 +181,11 @@ def test_first_visit_to_trained_model(
     ]
     assert shares == sorted(shares, reverse=True), shares
     expect(page.locator("#preview-image")).to_be_visible()
+    # "This is actually …": the previewed photo goes into a class in one click, the model's answer first.
+    expect(page.locator("#preview-class option:checked")).to_have_text("Daisy")
+    page.get_by_test_id("add-to-class").click()
+    expect(page.locator("#preview-correct-status")).to_contain_text("Added to 'Daisy'")
+    expect(card(page, 0).get_by_test_id("class-count")).to_have_text(str(PER_CLASS + 1))
     page.locator("#preview-webcam").click()
     expect(page.locator("#preview-video")).to_be_visible()
     page.wait_for_function("() => document.querySelector('#preview-video').videoWidth > 0")

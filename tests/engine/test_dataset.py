@@ -28,6 +28,22 @@ def test_split_keeps_at_least_one_image_per_class_on_each_side() -> None:
     assert sorted(s.label for s in train) == [0, 0, 1, 1]
 
 
+def test_a_split_keyed_on_content_ignores_names_and_order() -> None:
+    """The same images under other made-up names, in another order, split the same way."""
+    contents = [f"image-{i}" for i in range(12)]
+    # The second set's names sort the other way round from its contents.
+    named = [
+        {Path(f"/a-{i:02}.jpg"): c for i, c in enumerate(contents)},
+        {Path(f"/b-{11 - i:02}.jpg"): c for i, c in enumerate(contents)},
+    ]
+    splits = []
+    for names, order in zip(named, (1, -1), strict=True):
+        items = [(path, int(names[path][-1]) % 2) for path in names][::order]
+        train, val = stratified_split(items, 0.25, seed=3, key=names.__getitem__)
+        splits.append(([names[s.path] for s in train], [names[s.path] for s in val]))
+    assert splits[0] == splits[1]
+
+
 def test_explicit_validation_folder(tmp_path: Path) -> None:
     train = make_colour_dataset(tmp_path / "train", per_class=5)
     val = make_colour_dataset(tmp_path / "val", per_class=2)

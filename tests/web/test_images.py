@@ -213,3 +213,35 @@ def test_a_missing_stored_file_is_404_with_a_sentence(
         "detail": "The thumbnail of this image is missing. Delete the image and upload it again."
     }
     assert client.delete(f"/api/projects/{pid}/images/{image_id}").status_code == 204
+
+
+def test_moving_an_image_corrects_its_label(client: TestClient, target: tuple[str, str]) -> None:
+    pid, red = target
+    blue = create_class(client, pid, "blue")
+    iid = upload(client, pid, red, [("looks_blue.jpg", image_bytes(BLUE))]).json()["added"][0]["id"]
+    moved = client.patch(f"/api/projects/{pid}/images/{iid}", json={"class_id": blue})
+    assert moved.status_code == 200 and moved.json()["class_id"] == blue
+    counts = {
+        c["name"]: c["image_count"] for c in client.get(f"/api/projects/{pid}/classes").json()
+    }
+    assert counts == {"cat": 0, "blue": 1}
+    assert [i["id"] for i in client.get(f"/api/projects/{pid}/classes/{blue}/images").json()] == [
+        iid
+    ]
+    assert (
+        client.get(f"/api/projects/{pid}/classes/{blue}/images/{iid}/thumbnail").status_code == 200
+    )
+    assert client.get(f"/api/projects/{pid}/classes/{red}/images/{iid}").status_code == 404
+
+
+def test_an_image_moves_only_to_a_class_of_its_own_project(
+    client: TestClient, target: tuple[str, str]
+) -> None:
+    pid, red = target
+    iid = upload(client, pid, red, [("a.jpg", image_bytes())]).json()["added"][0]["id"]
+    other = create_class(client, create_project(client, "other"), "blue")
+    for class_id in (other, "0" * 32, "../etc"):
+        refused = client.patch(f"/api/projects/{pid}/images/{iid}", json={"class_id": class_id})
+        assert refused.status_code == 404
+        assert refused.json()["detail"].startswith("This project has no class with this id.")
+    assert client.get(f"/api/projects/{pid}/classes/{red}/images").json()[0]["id"] == iid

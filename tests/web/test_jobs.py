@@ -369,3 +369,43 @@ def test_jobs_left_unfinished_are_interrupted_at_start_up(
         assert fresh.status_code == 202
         assert client.get(f"/api/jobs/{fresh.json()['id']}").json()["params"]["epochs"] == 40
         assert client.post(f"/api/jobs/{fresh.json()['id']}/cancel").status_code in (202, 409)
+
+
+def test_same_images_and_seed_give_the_same_model_with_a_cold_or_a_warm_cache(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    """The first job embeds every image (building the backbone), the second finds them cached."""
+    client = make_client(cache_dir=tmp_path / "fresh-cache")
+    pid, _ = make_trainable(client)
+    runs = []
+    for _ in range(2):
+        jid = client.post(f"/api/projects/{pid}/jobs", json={"epochs": 5, "seed": 9}).json()["id"]
+        runs.append(wait_for_job(client, jid, {"succeeded"})["metrics"])
+    cold, warm = runs
+    assert [{**h, "seconds": 0} for h in cold["history"]] == [
+        {**h, "seconds": 0} for h in warm["history"]
+    ]
+    assert (cold["val_accuracy"], cold["confusion_matrix"]) == (
+        warm["val_accuracy"],
+        warm["confusion_matrix"],
+    )
+
+
+def test_the_same_photos_in_two_projects_train_the_same_model(client: TestClient) -> None:
+    """Uploaded in another order under other names, the same photos split and train alike: the
+    split follows their content, not the names the server makes up for them."""
+    photos = {
+        name: [image_bytes(colour, seed=index * 10 + i) for i in range(6)]
+        for index, (name, colour) in enumerate((("red", RED), ("blue", BLUE)))
+    }
+    runs = []
+    for order in (1, -1):
+        pid = create_project(client)
+        for name, images in photos.items():
+            cid = create_class(client, pid, name)
+            files = [(f"{name}-{order}-{i}.jpg", data) for i, data in enumerate(images[::order])]
+            assert upload(client, pid, cid, files).status_code == 200
+        jid = client.post(f"/api/projects/{pid}/jobs", json={"epochs": 5, "seed": 2}).json()["id"]
+        runs.append(wait_for_job(client, jid, {"succeeded"})["metrics"])
+    first, second = ([{**h, "seconds": 0} for h in run["history"]] for run in runs)
+    assert first == second

@@ -139,6 +139,12 @@ def test_case_23_a_job_trains_on_its_snapshot_and_deletes_meanwhile_are_409(
         response = client.delete(path)
         assert response.status_code == 409
         assert response.json() == {"detail": f"{refusal} {action}"}
+    # A corrected label is fine meanwhile: the job keeps the labels it was submitted with.
+    moved = client.patch(
+        f"/api/projects/{pid}/images/{image['id']}", json={"class_id": classes["blue"]}
+    )
+    assert moved.status_code == 200
+    assert client.app.state.store.job_items(client.app.state.store.get_job(jid)) == snapshot
     assert all(path.is_file() for path, _ in snapshot)
     assert client.get(image["url"]).status_code == 200
 

@@ -267,11 +267,13 @@ class InProcessRunner:
                 self._log.append(job.id, self._public(job).event(event))
 
         try:
+            keys = self._store.content_keys(job.project_id)
             dataset = from_items(
                 self._store.job_items(job),
                 job.labels,
                 val_fraction=params.val_split,
                 seed=params.seed,
+                key=lambda path: keys.get(path, str(path)),
             )
             compare = job.kind is JobKind.COMPARE
             run = run_context(

@@ -19,7 +19,7 @@ from app.engine.errors import (
 from app.service.records import ImageClass, StoredImage
 from app.service.store import Store
 from app.service.uploads import clean_filename, file_too_large, prepare_image, reencode
-from app.web.api_models import AddedImage, ImageOut, RejectedFile, UploadResult
+from app.web.api_models import AddedImage, ImageMove, ImageOut, RejectedFile, UploadResult
 from app.web.deps import (
     ClassDep,
     ClassImageDep,
@@ -131,6 +131,13 @@ def download_image(image: ImageDep, store: StoreDep, settings: SettingsDep) -> R
 @router.get("/api/projects/{pid}/images/{iid}/thumbnail", response_class=Response, responses=_JPEG)
 def download_thumbnail(image: ImageDep, store: StoreDep) -> Response:
     return _thumbnail(image, store)
+
+
+@router.patch("/api/projects/{pid}/images/{iid}", responses=documented(NotFound, InvalidInput))
+def move_image(body: ImageMove, image: ImageDep, store: StoreDep) -> ImageOut:
+    """Move the image to another class of the project ("this is actually …"). A running job keeps
+    the labels it was submitted with."""
+    return ImageOut.of(store.move_image(image, body.class_id))
 
 
 @router.delete(
