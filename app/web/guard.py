@@ -9,6 +9,7 @@ which site sent it. Accounts, when they come, add their credential check here, a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -24,12 +25,15 @@ FOREIGN_SITES = frozenset({"cross-site", "same-site"})
 MAX_ECHOED_HOST = 100
 
 
+HOST_HEADER = re.compile(r"(\[[0-9a-f:.]*\]|[^:\[\]]*)(:[0-9]*)?")
+
+
 def host_name(host: str) -> str:
-    """The name part of a Host header, lower-cased: `[::1]:8000` is `[::1]`, `Localhost:80` is `localhost`."""
+    """The name part of a Host header, lower-cased: `[::1]:8000` is `[::1]`, `Localhost:80` is
+    `localhost`. A header of another shape is returned whole, so it matches no allowed name."""
     host = host.strip().lower()
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]" if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    match = HOST_HEADER.fullmatch(host)
+    return match[1] if match else host
 
 
 def allowed_host_names(bind_host: str, extra: Iterable[str]) -> frozenset[str]:

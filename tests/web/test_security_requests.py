@@ -24,7 +24,10 @@ def assert_refused(response: httpx.Response, status: int) -> None:
     assert response.headers["X-Frame-Options"] == "DENY"
 
 
-@pytest.mark.parametrize("host", ["evil.example:8000", "evil.example", "127.0.0.1.evil.example"])
+@pytest.mark.parametrize(
+    "host",
+    ["evil.example:8000", "evil.example", "127.0.0.1.evil.example", "[::1]evil", "localhost:80:80"],
+)
 def test_an_unknown_host_name_gets_400_and_reaches_nothing(client: TestClient, host: str) -> None:
     create_project(client, "secret")
     for method, path in (("GET", "/api/projects"), ("POST", "/api/projects"), ("GET", "/")):
