@@ -42,20 +42,19 @@ def assert_sentence(response: httpx.Response, status: int) -> None:
 def test_a_lone_surrogate_in_json_is_a_422_sentence(client: TestClient) -> None:
     pid = create_project(client)
     cid = create_class(client, pid, "cat")
-    bodies = {
-        ("POST", "/api/projects"): f'{{"name": {LONE_SURROGATE}}}',
-        ("PATCH", f"/api/projects/{pid}"): f'{{"name": "a{LONE_SURROGATE[1:]}}}',
-        ("POST", f"/api/projects/{pid}/classes"): f'{{"name": {LONE_SURROGATE}}}',
-        ("PATCH", f"/api/projects/{pid}/classes/{cid}"): f'{{"name": {LONE_SURROGATE}}}',
-        ("POST", f"/api/projects/{pid}/jobs"): f'{{"backbone": {LONE_SURROGATE}}}',
-        ("POST", "/api/projects/x"): f"{{{LONE_SURROGATE}: 1}}",  # in a key
-    }
-    for (method, path), body in bodies.items():
+    bodies = [
+        ("POST", "/api/projects", f'{{"name": {LONE_SURROGATE}}}'),
+        ("PATCH", f"/api/projects/{pid}", f'{{"name": "a{LONE_SURROGATE[1:]}}}'),
+        ("POST", f"/api/projects/{pid}/classes", f'{{"name": {LONE_SURROGATE}}}'),
+        ("PATCH", f"/api/projects/{pid}/classes/{cid}", f'{{"name": {LONE_SURROGATE}}}'),
+        ("POST", f"/api/projects/{pid}/jobs", f'{{"backbone": {LONE_SURROGATE}}}'),
+        ("POST", f"/api/projects/{pid}/classes", f'{{"name": "x", {LONE_SURROGATE}: 1}}'),  # a key
+    ]
+    for method, path, body in bodies:
         response = client.request(
             method, path, content=body, headers={"Content-Type": "application/json"}
         )
-        expected = 405 if path == "/api/projects/x" else 422
-        assert_sentence(response, expected)
+        assert_sentence(response, 422)
     surrogate_echo = client.post(
         "/api/projects",
         content=f'{{"name": {LONE_SURROGATE}}}',
