@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -23,6 +23,10 @@ class Settings(BaseSettings):
         description="Address the web server binds to. Keep 127.0.0.1 unless a reverse proxy sits in front.",
     )
     port: int = Field(8000, ge=1, le=65535, description="Port the web server listens on.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names requests may address besides 127.0.0.1, localhost, [::1] and HOST (any port), comma-separated: the names a reverse proxy forwards. Others get 400.",
+    )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
         description="Where projects, images, models and the SQLite database are stored.",
@@ -102,6 +106,16 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a shutdown waits for open requests and the running job before stopping them.",
     )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        """`TEACHBOX_ALLOWED_HOSTS=a.example,b.example`: a comma-separated list, compared without case."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return [str(name).strip().lower() for name in value if str(name).strip()]
+        return value
 
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir if self.cache_dir is not None else self.data_dir / "cache"

@@ -51,6 +51,10 @@ class Conflict(TeachboxError):
     """The request clashes with the current state: a job is running, a model is not trained yet."""
 
 
+class Forbidden(TeachboxError):
+    """The request may not do this from where it came: another site's page."""
+
+
 class TooLarge(TeachboxError):
     """More than a limit allows: a file, a request, an archive."""
 

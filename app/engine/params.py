@@ -39,6 +39,8 @@ MODE_INFO: dict[Mode, ModeInfo] = {
 
 # Epochs are cheap in transfer mode (the head trains on cached embeddings) and dear in fine-tuning.
 DEFAULT_EPOCHS: dict[Mode, int] = {Mode.TRANSFER: 40, Mode.FINETUNE: 15}
+# The registry's names (app.engine.backbones.BACKBONES, which imports torch), for the schema's enum.
+BACKBONE_NAMES = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 
 
 class TrainParams(BaseModel):
@@ -51,7 +53,9 @@ class TrainParams(BaseModel):
         description="transfer: frozen backbone, new head. finetune: also retrain the last backbone blocks.",
     )
     backbone: str = Field(
-        "mobilenet_v2", description="Pretrained network used as the feature extractor."
+        "mobilenet_v2",
+        description="Pretrained network used as the feature extractor.",
+        json_schema_extra={"enum": list(BACKBONE_NAMES)},
     )
     epochs: int | None = Field(
         None,
@@ -95,7 +99,8 @@ class TrainParams(BaseModel):
 
         if self.backbone not in BACKBONES:
             names = ", ".join(BACKBONES)
-            raise ValueError(f"Unknown backbone '{self.backbone}'. Choose one of: {names}.")
+            shown = self.backbone.encode("utf-8", "backslashreplace").decode()  # no lone surrogates
+            raise ValueError(f"Unknown backbone '{shown}'. Choose one of: {names}.")
         blocks = len(BACKBONES[self.backbone].block_names)
         if self.unfreeze_blocks is not None and self.unfreeze_blocks > blocks:
             raise ValueError(

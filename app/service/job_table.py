@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from app.engine.dataset import check_minimums
-from app.engine.errors import Conflict
+from app.engine.errors import Conflict, NotFound
 from app.engine.params import TrainParams
 from app.service.database import Database
 from app.service.records import Job, JobKind, JobStatus, StoredEvent, is_id, new_id
@@ -127,10 +127,12 @@ class JobTable(Database):
     def keep_mode(self, job_id: str, mode: str) -> None:
         """Make one of a succeeded comparison's models the project's model."""
         with self._db(write=True) as db:
-            db.execute(
+            cursor = db.execute(
                 "UPDATE jobs SET kept_mode = ?, kept_at = ? WHERE id = ? AND kind = 'compare' AND status = 'succeeded'",
                 (mode, time.time(), job_id),
             )
+        if cursor.rowcount == 0:
+            raise NotFound("The job was deleted meanwhile, with its project. List the jobs again.")
 
     def start_job(self, job_id: str) -> bool:
         """Move a queued job to running; False when it is no longer queued (e.g. cancelled)."""

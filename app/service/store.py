@@ -87,6 +87,10 @@ class Store(JobTable):
         with self._db() as db:
             known = {row[0] for row in db.execute("SELECT id FROM images")}
             projects = [row[0] for row in db.execute("SELECT id FROM projects")]
+        for folder in self.projects_dir.iterdir():
+            if folder.is_dir() and folder.name not in projects and _holds_no_files(folder):
+                # an upload that raced its project's delete can leave empty folders behind
+                shutil.rmtree(folder, ignore_errors=True)
         for project_id in projects:
             for folder in (self.images_dir(project_id), self.thumbnails_dir(project_id)):
                 for path in folder.glob("*"):
@@ -118,13 +122,22 @@ class Store(JobTable):
 
     def rename_project(self, project_id: str, name: str) -> None:
         with self._db(write=True) as db:
-            db.execute("UPDATE projects SET name = ? WHERE id = ?", (name, project_id))
+            cursor = db.execute("UPDATE projects SET name = ? WHERE id = ?", (name, project_id))
+        if cursor.rowcount == 0:
+            raise _project_gone()
 
     def delete_project(self, project_id: str) -> None:
         with self._db(write=True) as db:
             self.refuse_while_training(db, project_id, "delete the project")
-            db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
+            cursor = db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
+        if cursor.rowcount == 0:
+            raise _project_gone()
         shutil.rmtree(self.project_dir(project_id), ignore_errors=True)
+
+    def _project_exists(self, db: sqlite3.Connection, project_id: str) -> bool:
+        return (
+            db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)).fetchone() is not None
+        )
 
     # Classes
 
@@ -143,6 +156,8 @@ class Store(JobTable):
                 (image_class.id, image_class.project_id, image_class.name, image_class.created_at),
             )
         except sqlite3.IntegrityError:
+            if not self._project_exists(db, image_class.project_id):
+                raise _project_gone() from None
             raise _duplicate_class(image_class.name) from None
 
     def class_named(self, project_id: str, name: str) -> ImageClass:
@@ -179,9 +194,13 @@ class Store(JobTable):
     def rename_class(self, image_class: ImageClass, name: str) -> None:
         with self._db(write=True) as db:
             try:
-                db.execute("UPDATE classes SET name = ? WHERE id = ?", (name, image_class.id))
+                cursor = db.execute(
+                    "UPDATE classes SET name = ? WHERE id = ?", (name, image_class.id)
+                )
             except sqlite3.IntegrityError:
                 raise _duplicate_class(name) from None
+        if cursor.rowcount == 0:
+            raise _class_gone()
 
     def delete_class(self, image_class: ImageClass) -> None:
         with self._db(write=True) as db:
@@ -189,7 +208,9 @@ class Store(JobTable):
             rows = db.execute(
                 f"SELECT {IMAGE_COLUMNS} FROM images WHERE class_id = ?", (image_class.id,)
             ).fetchall()
-            db.execute("DELETE FROM classes WHERE id = ?", (image_class.id,))
+            cursor = db.execute("DELETE FROM classes WHERE id = ?", (image_class.id,))
+        if cursor.rowcount == 0:
+            raise _class_gone()
         for row in rows:
             self._remove_files(image_from_row(row))
 
@@ -211,9 +232,9 @@ class Store(JobTable):
             size_bytes=len(prepared.data),
             created_at=time.time(),
         )
-        write_atomic(self.image_path(image), prepared.data)
-        write_atomic(self.thumbnail_path(image), prepared.thumbnail)
         try:
+            write_atomic(self.image_path(image), prepared.data)
+            write_atomic(self.thumbnail_path(image), prepared.thumbnail)
             with self._db(write=True) as db:
                 db.execute(
                     f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -230,8 +251,13 @@ class Store(JobTable):
                         image.created_at,
                     ),
                 )
-        except sqlite3.IntegrityError:
+        except (sqlite3.IntegrityError, FileNotFoundError):
+            # The class or its project was deleted meanwhile (its folder perhaps while writing).
             self._remove_files(image)
+            if self.get_class(image.project_id, image.class_id) is not None:
+                raise
+            if self.get_project(image.project_id) is None:
+                shutil.rmtree(self.project_dir(image.project_id), ignore_errors=True)
             raise NotFound(
                 "The class was deleted while its images were uploading. Create it again and upload them."
             ) from None
@@ -284,7 +310,9 @@ class Store(JobTable):
     def delete_image(self, image: StoredImage) -> None:
         with self._db(write=True) as db:
             self.refuse_while_training(db, image.project_id, "delete the image")
-            db.execute("DELETE FROM images WHERE id = ?", (image.id,))
+            cursor = db.execute("DELETE FROM images WHERE id = ?", (image.id,))
+        if cursor.rowcount == 0:
+            raise NotFound("The image was deleted meanwhile. List the class's images again.")
         self._remove_files(image)
 
     def _remove_files(self, image: StoredImage) -> None:
@@ -295,6 +323,18 @@ class Store(JobTable):
         """The (image file, class name) pairs the job was submitted with."""
         folder = self.images_dir(job.project_id)
         return [(folder / stored_name, name) for stored_name, name in self.job_snapshot(job)]
+
+
+def _holds_no_files(folder: Path) -> bool:
+    return not any(path.is_file() for path in folder.rglob("*"))
+
+
+def _project_gone() -> NotFound:
+    return NotFound("The project was deleted meanwhile. List the projects again.")
+
+
+def _class_gone() -> NotFound:
+    return NotFound("The class was deleted meanwhile. Get the project again to see its classes.")
 
 
 def _duplicate_class(name: str) -> InvalidInput:

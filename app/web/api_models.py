@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
 from app.engine.params import Mode, TrainParams
 from app.service.records import ImageClass, Job, JobKind, JobStatus, Project, StoredImage
@@ -23,29 +25,79 @@ def image_url(image: StoredImage) -> str:
     return f"/api/projects/{image.project_id}/images/{image.id}"
 
 
-def _printable_name(value: str, what: str, longest: int) -> str:
-    name = value.strip()
-    if not 1 <= len(name) <= longest:
+# Code points never part of a name: control and formatting characters (Unicode categories Cc and
+# Cf: bidi overrides, zero-width joiners, tags) and line and paragraph separators (Zl, Zp).
+_INVISIBLE = (
+    (0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x600, 0x605), (0x61C, 0x61C), (0x6DD, 0x6DD),
+    (0x70F, 0x70F), (0x890, 0x891), (0x8E2, 0x8E2), (0x180E, 0x180E), (0x200B, 0x200F),
+    (0x2028, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x13438), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+)  # fmt: skip
+# Spaces (Zs): allowed inside a name, but a name needs one character that is neither.
+_SPACES = ((0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000))  # fmt: skip
+
+
+def _char_set(ranges: tuple[tuple[int, int], ...]) -> str:
+    """The body of a regex character set: `\\uXXXX` escapes, astral code points as themselves,
+    which Python's `re` and JSON Schema validators read alike."""
+
+    def char(point: int) -> str:
+        return f"\\u{point:04x}" if point <= 0xFFFF else chr(point)
+
+    return "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges)
+
+
+_NO_NAME, _SPACE = _char_set(_INVISIBLE), _char_set(_SPACES)
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def name_pattern(also_forbidden: str = "") -> str:
+    allowed, visible = f"[^{_NO_NAME}{also_forbidden}]", f"[^{_NO_NAME}{_SPACE}{also_forbidden}]"
+    return f"^{allowed}*{visible}{allowed}*$"
+
+
+PROJECT_NAME_PATTERN = name_pattern()
+CLASS_NAME_PATTERN = name_pattern("/\\\\")
+
+
+def _name(value: str, what: str, longest: int, pattern: str) -> str:
+    """Checked as the schema says (length, pattern), then stripped of surrounding spaces and
+    NFC-normalised, so that names that look the same are the same."""
+    if not 1 <= len(value) <= longest or not value.strip():
         raise ValueError(f"A {what} name must be 1 to {longest} characters long.")
-    if not name.isprintable():
-        raise ValueError(f"A {what} name may only contain printable characters.")
-    return name
+    if _SURROGATES.search(value) or not re.search(pattern, value):
+        raise ValueError(
+            f"A {what} name may not contain control or formatting characters or line breaks."
+        )
+    return unicodedata.normalize("NFC", value.strip())
 
 
 def check_class_name(value: str) -> str:
-    """1-64 printable characters without slashes; surrounding spaces are dropped."""
-    name = _printable_name(value, "class", MAX_CLASS_NAME)
-    if "/" in name or "\\" in name:
+    """1-64 characters without slashes, control or formatting characters; see `_name`."""
+    if "/" in value or "\\" in value:
         raise ValueError("A class name may not contain slashes.")
-    return name
+    return _name(value, "class", MAX_CLASS_NAME, CLASS_NAME_PATTERN)
 
 
 def check_project_name(value: str) -> str:
-    return _printable_name(value, "project", MAX_PROJECT_NAME)
+    return _name(value, "project", MAX_PROJECT_NAME, PROJECT_NAME_PATTERN)
 
 
-ClassName = Annotated[str, AfterValidator(check_class_name)]
-ProjectName = Annotated[str, AfterValidator(check_project_name)]
+def _name_schema(longest: int, pattern: str) -> dict[str, Any]:
+    return {"minLength": 1, "maxLength": longest, "pattern": pattern}
+
+
+ClassName = Annotated[
+    str,
+    AfterValidator(check_class_name),
+    WithJsonSchema({"type": "string", **_name_schema(MAX_CLASS_NAME, CLASS_NAME_PATTERN)}),
+]
+ProjectName = Annotated[
+    str,
+    AfterValidator(check_project_name),
+    WithJsonSchema({"type": "string", **_name_schema(MAX_PROJECT_NAME, PROJECT_NAME_PATTERN)}),
+]
 
 
 class _Request(BaseModel):
@@ -53,12 +105,14 @@ class _Request(BaseModel):
 
 
 class ProjectIn(_Request):
-    name: ProjectName = Field(description="1 to 100 printable characters.")
+    name: ProjectName = Field(
+        description="1 to 100 characters, not all spaces, without control or formatting characters; surrounding spaces are dropped."
+    )
 
 
 class ClassIn(_Request):
     name: ClassName = Field(
-        description="1 to 64 printable characters without slashes, unique within the project."
+        description="1 to 64 characters, not all spaces, without slashes or control or formatting characters, unique within the project (compared after surrounding spaces are dropped and Unicode NFC normalisation)."
     )
 
 
@@ -254,3 +308,18 @@ class Prediction(BaseModel):
 class PredictResult(BaseModel):
     predictions: list[Prediction] = Field(description="Every class, most likely first.")
     job_id: str
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers: one sentence that says what to do."""
+
+    detail: str = Field(description="What went wrong and what to do about it.")
+
+
+class ValidationErrorOut(ErrorOut):
+    """A 422: the request's values cannot be used; pydantic's list comes along when it found them."""
+
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="pydantic's errors (`loc`, `msg`, `type`, `input`), when the request did not validate.",
+    )

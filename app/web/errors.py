@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.responses import Response
 
 from app.engine.errors import (
     Conflict,
+    Forbidden,
     InternalFailure,
     InvalidInput,
     InvalidRequest,
@@ -75,6 +77,7 @@ def error_response(
 # The one place where a kind of error becomes an HTTP status.
 STATUS_CODES: dict[type[TeachboxError], int] = {
     InvalidRequest: 400,
+    Forbidden: 403,
     NotFound: 404,
     TimedOut: 408,
     Conflict: 409,
@@ -87,12 +90,16 @@ STATUS_CODES: dict[type[TeachboxError], int] = {
 }
 
 
-def status_code_of(error: TeachboxError) -> int:
-    """The status of the nearest kind the error belongs to; 400 for an error of no finer kind."""
-    for kind in type(error).__mro__:
-        if kind in STATUS_CODES:
-            return STATUS_CODES[kind]
+def status_of_kind(kind: type[TeachboxError]) -> int:
+    """The status of the nearest kind this kind belongs to; 400 for a kind of no finer kind."""
+    for parent in kind.__mro__:
+        if parent in STATUS_CODES:
+            return STATUS_CODES[parent]
     return 400
+
+
+def status_code_of(error: TeachboxError) -> int:
+    return status_of_kind(type(error))
 
 
 async def handle_teachbox_error(request: Request, exc: Exception) -> Response:
@@ -102,13 +109,16 @@ async def handle_teachbox_error(request: Request, exc: Exception) -> Response:
 
 def json_safe(value: Any) -> Any:
     """pydantic's errors echo the input: NaN and infinities (which Python's JSON reader accepts)
-    become strings, as JSON has no such numbers, and long strings are cut short."""
+    become strings, as JSON has no such numbers, lone surrogates their escapes, and long strings
+    are cut short."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, str) and len(value) > MAX_ECHOED_CHARS:
-        return value[:MAX_ECHOED_CHARS] + "…"
+    if isinstance(value, str):
+        # a lone surrogate ("\udc00" in the JSON) has no UTF-8 form: echo it as its escape
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value[:MAX_ECHOED_CHARS] + "…" if len(value) > MAX_ECHOED_CHARS else value
     if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
+        return {json_safe(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, list):
         return [json_safe(item) for item in value]
     return value
@@ -129,9 +139,32 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     detail = exc.detail
     if detail in ("Not Found", "Method Not Allowed"):
         detail = ROUTING_SENTENCES.get(exc.status_code, detail)
-    return error_response(
-        request, str(detail), exc.status_code, dict(exc.headers) if exc.headers else None
-    )
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
+    return error_response(request, str(detail), exc.status_code, headers or None)
+
+
+def allowed_methods(request: Request, routed: str) -> str:
+    """Every method the API accepts at this path, as its schema lists them: Starlette's 405 names
+    only the methods of the first route that matched the path (`routed`, kept for the pages)."""
+    known = getattr(request.app.state, "methods_by_path", None)
+    if known is None:
+        known = request.app.state.methods_by_path = methods_by_path(request.app)
+    for pattern, methods in known:
+        if pattern.fullmatch(request.url.path):
+            return ", ".join(sorted(methods))
+    return routed
+
+
+def methods_by_path(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """Each path of the schema as a pattern, with the methods it accepts (HEAD wherever GET is)."""
+    found = []
+    for template, item in app.openapi().get("paths", {}).items():
+        pattern = re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)))
+        methods = {method.upper() for method in item}
+        found.append((pattern, frozenset(methods | ({"HEAD"} if "GET" in methods else set()))))
+    return found
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -18,7 +18,9 @@ from app.service.runners.in_process import InProcessRunner
 from app.service.store import Store
 from app.service.warm_models import WarmModels
 from app.web.errors import install_error_handlers
+from app.web.guard import RequestGuard, allowed_host_names
 from app.web.middleware import BodyLimit, SecurityHeaders
+from app.web.openapi import install_openapi
 from app.web.routes import (
     classes,
     compare,
@@ -75,8 +77,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         min_bytes_per_s=settings.upload_min_kb_s * 1e3,
     )
     app.add_middleware(
-        SecurityHeaders
-    )  # added last, so outermost: even an early 413 carries the headers
+        RequestGuard, allowed_hosts=allowed_host_names(settings.host, settings.allowed_hosts)
+    )
+    # Added last, so outermost: an early 400, 403 or 413, and even a crash, carry the headers.
+    app.add_middleware(SecurityHeaders)
     for module in (
         liveness,
         projects,
@@ -91,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    install_openapi(app)
     return app
 
 

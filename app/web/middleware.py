@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.engine.errors import TeachboxError, TimedOut, TooLarge
+from app.engine.errors import InternalFailure, TeachboxError, TimedOut, TooLarge
 from app.web.errors import status_code_of
 
 # Every response, /docs included: scripts and styles only from files this server serves.
@@ -45,7 +45,11 @@ async def send_error(send: Send, error: TeachboxError) -> None:
 
 
 class SecurityHeaders:
-    """Adds the content security policy, frame denial, nosniff and no-referrer to every response."""
+    """Adds the content security policy, frame denial, nosniff and no-referrer to every response.
+
+    A route that crashes before answering gets a JSON 500 from here, with the headers; the
+    exception still propagates, so the server logs it.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -55,15 +59,27 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = MutableHeaders(scope=message)
                 headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            if not started:
+                failure = InternalFailure(
+                    "The server failed on this request. Try again; if it keeps failing, check the server log and report it."
+                )
+                await send_error(send_with_headers, failure)
+            raise
 
 
 class BodyTooLarge(TooLarge):

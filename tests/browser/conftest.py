@@ -15,6 +15,7 @@ import uvicorn
 from tests.conftest import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
+FOREIGN_SITE = "evil.example"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -24,6 +25,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # A foreign site whose name points at this machine, as a DNS-rebinding attacker's would.
+    f"--host-resolver-rules=MAP {FOREIGN_SITE} 127.0.0.1",
 ]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}

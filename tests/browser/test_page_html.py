@@ -14,6 +14,7 @@ from app.config import Settings
 from app.engine.backbones import BACKBONES
 from app.engine.params import DEFAULT_EPOCHS, MODE_INFO, Mode, TrainParams
 from app.web.factory import create_app
+from tests.web.api_helpers import LOCAL
 
 TEST_IDS = {"class-card", "add-class", "class-name", "class-upload", "class-count", "mode-transfer", "mode-finetune",
             "train", "progress", "train-status", "preview-upload", "prediction", "download-model", "compare",
@@ -35,7 +36,9 @@ class Elements(HTMLParser):
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
-    client = TestClient(create_app(Settings(data_dir=tmp_path_factory.mktemp("data"))))
+    client = TestClient(
+        create_app(Settings(data_dir=tmp_path_factory.mktemp("data"))), base_url=LOCAL
+    )
     response = client.get("/")
     assert response.status_code == 200
     return response.text, dict(response.headers)

@@ -9,6 +9,7 @@ import torch
 
 from app.engine.backbones import BACKBONES, build_backbone, find_weights, install_offline_weights
 from app.engine.errors import TeachboxError
+from app.engine.params import BACKBONE_NAMES, TrainParams
 
 
 def test_preprocessing_comes_from_the_weights() -> None:
@@ -16,6 +17,11 @@ def test_preprocessing_comes_from_the_weights() -> None:
         transform = spec.weights.transforms()
         assert spec.preprocessing.crop_size == transform.crop_size[0]
         assert list(spec.preprocessing.mean) == transform.mean
+
+
+def test_the_schema_names_exactly_the_registry_backbones() -> None:
+    assert tuple(BACKBONES) == BACKBONE_NAMES
+    assert TrainParams.model_json_schema()["properties"]["backbone"]["enum"] == list(BACKBONES)
 
 
 def test_every_backbone_lists_its_blocks_and_feature_size() -> None:

@@ -20,6 +20,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
+# The test client's address: a loopback name, as the server answers only to allowed host names.
+LOCAL = "http://127.0.0.1"
 RED, BLUE, GREEN = (200, 30, 30), (30, 40, 200), (30, 180, 40)
 # Fine-tuning on the CPU takes seconds per epoch: long enough to act on a running job.
 SLOW_JOB = {"mode": "finetune", "epochs": 20, "batch_size": 4}
@@ -134,17 +136,21 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m app.web.factory` in a child process on a free loopback port (real uvicorn, real signals)."""
 
-    def __init__(self, data_dir: Path, cache_dir: Path, log_path: Path) -> None:
+    def __init__(self, data_dir: Path, cache_dir: Path, log_path: Path, **settings: str) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = os.environ | {
-            "TEACHBOX_DATA_DIR": str(data_dir),
-            "TEACHBOX_CACHE_DIR": str(cache_dir),
-            "TEACHBOX_PORT": str(self.port),
-            "TEACHBOX_SSE_HEARTBEAT_S": "0.5",
-            "TEACHBOX_SHUTDOWN_TIMEOUT_S": "3",
-        }
+        env = (
+            os.environ
+            | {
+                "TEACHBOX_DATA_DIR": str(data_dir),
+                "TEACHBOX_CACHE_DIR": str(cache_dir),
+                "TEACHBOX_PORT": str(self.port),
+                "TEACHBOX_SSE_HEARTBEAT_S": "0.5",
+                "TEACHBOX_SHUTDOWN_TIMEOUT_S": "3",
+            }
+            | {f"TEACHBOX_{name.upper()}": value for name, value in settings.items()}
+        )
         self.log = log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.web.factory"],

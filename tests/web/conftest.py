@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.web.factory import create_app
-from tests.web.api_helpers import ServerProcess, image_bytes, make_trainable
+from tests.web.api_helpers import LOCAL, ServerProcess, image_bytes, make_trainable
 
 
 @pytest.fixture
@@ -46,7 +46,9 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
     with ExitStack() as stack:
 
         def make(**overrides: Any) -> TestClient:
-            return stack.enter_context(TestClient(create_app(make_settings(**overrides))))
+            return stack.enter_context(
+                TestClient(create_app(make_settings(**overrides)), base_url=LOCAL)
+            )
 
         yield make
 
@@ -62,11 +64,14 @@ def trainable(client: TestClient) -> tuple[str, dict[str, str]]:
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[[], ServerProcess]]:
+def start_server(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """A real server process; keyword arguments are settings, e.g. `allowed_hosts="a.example"`."""
     servers: list[ServerProcess] = []
 
-    def start() -> ServerProcess:
-        servers.append(ServerProcess(tmp_path / "data", cache_dir, tmp_path / "server.log"))
+    def start(**settings: str) -> ServerProcess:
+        servers.append(
+            ServerProcess(tmp_path / "data", cache_dir, tmp_path / "server.log", **settings)
+        )
         return servers[-1]
 
     yield start

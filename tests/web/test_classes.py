@@ -1,4 +1,5 @@
-"""Classes: names (1-64 printable characters, no slashes, unique per project), rename, delete."""
+"""Classes: names (1-64 characters, no control or formatting characters, no slashes, unique per
+project), rename, delete."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def test_valid_names(client: TestClient, name: str) -> None:
         "nul\x00",
         "bell\x07",
         "rtl\u202emark",
+        "zero\u200bwidth",
+        "line\u2028separator",
+        "\u00a0\u3000",
         None,
         7,
     ],

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.web.factory import create_app
-from tests.web.api_helpers import RED, image_bytes, make_trainable, read_events, wait_for_job
+from tests.web.api_helpers import LOCAL, RED, image_bytes, make_trainable, read_events, wait_for_job
 
 FAST = {"epochs": 2, "batch_size": 8}
 SLOW = {"epochs": 20, "batch_size": 2}
@@ -25,7 +25,7 @@ def compared(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Itera
     """One project compared once (two epochs per mode), shared by the tests below."""
     data_dir = tmp_path_factory.mktemp("compared")
     settings = Settings(data_dir=data_dir, cache_dir=cache_dir, embed_on_upload=False)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOCAL) as client:
         pid, _ = make_trainable(client, per_class=5)
         created = client.post(f"/api/projects/{pid}/compare", json=FAST)
         events = [e for e in read_events(client, created.json()["id"], timeout=300) if "event" in e]

@@ -17,6 +17,7 @@ from app.engine.params import TrainParams
 from app.web.factory import create_app
 from tests.web.api_helpers import (
     BLUE,
+    LOCAL,
     RED,
     SLOW_JOB,
     create_class,
@@ -36,7 +37,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterat
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("trained"), cache_dir=cache_dir, embed_on_upload=False
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOCAL) as client:
         pid, class_ids = make_trainable(client, per_class=5)
         created = client.post(f"/api/projects/{pid}/jobs", json={"mode": "transfer", "epochs": 5})
         events = read_events(client, created.json()["id"])
@@ -351,10 +352,10 @@ def test_jobs_left_unfinished_are_interrupted_at_start_up(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings()
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOCAL) as client:
         pid, _ = make_trainable(client, per_class=3)
         orphan = client.app.state.store.create_job(pid, TrainParams(epochs=2))
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOCAL) as client:
         job = client.get(f"/api/jobs/{orphan.id}").json()
         assert job["status"] == "interrupted"
         assert (

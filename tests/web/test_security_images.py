@@ -19,7 +19,7 @@ from PIL import Image, ImageFile
 from app.config import Settings
 from app.web.factory import create_app
 from tests.conftest import EXIF_STORED_AS, png_header_only
-from tests.web.api_helpers import create_class, image_bytes, make_trainable, wait_for_job
+from tests.web.api_helpers import LOCAL, create_class, image_bytes, make_trainable, wait_for_job
 
 NOT_READABLE = "This file is not an image Teachbox can read. Use JPEG, PNG, WebP, BMP or GIF."
 
@@ -48,7 +48,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterat
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("images"), cache_dir=cache_dir, embed_on_upload=False
     )
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOCAL) as client:
         pid, _ = make_trainable(client, per_class=4)
         jid = client.post(f"/api/projects/{pid}/jobs", json={"mode": "transfer", "epochs": 2})
         wait_for_job(client, jid.json()["id"], {"succeeded"})

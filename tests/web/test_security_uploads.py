@@ -86,7 +86,7 @@ def _stored(client: TestClient) -> dict[str, bytes]:
 def _post_raw(server: ServerProcess, path: str, headers: str, body: Iterator[bytes]) -> bytes:
     """Send a request over a raw socket, as far as the server reads it, and return its reply."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode())
         with contextlib.suppress(OSError):  # the server may answer and close before the end
             for piece in body:
                 sock.sendall(piece)
@@ -286,7 +286,7 @@ def test_case_05_a_client_that_drips_bytes_is_cut_off_and_its_spool_removed(
     pid, classes = make_trainable(server.client, per_class=1)
     before = files_under(server.data_dir)
     head = (
-        f"POST /api/projects/{pid}/classes/{classes['red']}/images HTTP/1.1\r\nHost: x\r\n"
+        f"POST /api/projects/{pid}/classes/{classes['red']}/images HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: {MULTIPART}\r\nContent-Length: 3000000\r\n\r\n"
     ).encode() + part(b"")[: -len(b"\r\n")]
     spooled: set[str] = set()

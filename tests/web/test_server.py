@@ -93,7 +93,7 @@ def test_a_stalled_upload_is_cut_off(
     server = start_server()
     pid, classes = make_trainable(server.client, per_class=1)
     head = (
-        f"POST /api/projects/{pid}/classes/{classes['red']}/images HTTP/1.1\r\nHost: x\r\n"
+        f"POST /api/projects/{pid}/classes/{classes['red']}/images HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n"
     )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:

@@ -6,15 +6,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
-from app.engine.errors import Conflict, NotFound
+from app.engine.errors import Conflict, InvalidInput, NotFound
 from app.service.records import JobKind, JobStatus
 from app.web.api_models import CompareParams, JobCreated, JobOut, KeepIn
 from app.web.deps import JobDep, ModelsDep, ProjectDep, RunnerDep, StoreDep
+from app.web.openapi import documented
 
 router = APIRouter(tags=["compare"])
 
 
-@router.post("/api/projects/{pid}/compare", status_code=202)
+@router.post(
+    "/api/projects/{pid}/compare",
+    status_code=202,
+    responses=documented(NotFound, Conflict, InvalidInput),
+)
 def create_comparison(
     project: ProjectDep,
     store: StoreDep,
@@ -27,7 +32,7 @@ def create_comparison(
     return JobCreated(id=job.id, status=job.status)
 
 
-@router.post("/api/jobs/{jid}/keep")
+@router.post("/api/jobs/{jid}/keep", responses=documented(NotFound, Conflict, InvalidInput))
 def keep_model(body: KeepIn, job: JobDep, store: StoreDep, models: ModelsDep) -> JobOut:
     """Make one of a finished comparison's models the project's model (predict and export use it)."""
     if job.kind is not JobKind.COMPARE:

@@ -7,17 +7,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from app.engine.errors import InvalidInput, NotFound, Unavailable
 from app.engine.health.report import HealthReport, analyse_health
 from app.engine.params import TrainParams
 from app.service.redaction import Publisher
 from app.service.snapshots import current_dataset
 from app.web.deps import ProjectDep, RunnerDep, StoreDep
+from app.web.openapi import documented
 
 router = APIRouter(tags=["data health"])
 STORED_NAME = re.compile(r"'([0-9a-f]{32}\.\w+)'")
 
 
-@router.get("/api/projects/{pid}/health")
+@router.get("/api/projects/{pid}/health", responses=documented(NotFound, InvalidInput, Unavailable))
 def data_health(
     project: ProjectDep,
     store: StoreDep,

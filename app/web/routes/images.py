@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 
 from app.config import Settings
-from app.engine.errors import ImageRejected, InvalidInput, NotFound, TooLarge
+from app.engine.errors import (
+    Conflict,
+    ImageRejected,
+    InvalidInput,
+    InvalidRequest,
+    NotFound,
+    StorageFull,
+    TooLarge,
+    UnsupportedMediaType,
+)
 from app.service.records import ImageClass, StoredImage
 from app.service.store import Store
 from app.service.uploads import clean_filename, file_too_large, prepare_image, reencode
@@ -23,11 +30,13 @@ from app.web.deps import (
     StoreDep,
 )
 from app.web.multipart import FormDep, form_files, multipart_body
+from app.web.openapi import documented
 
 router = APIRouter(tags=["images"])
-_JPEG: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/jpeg": {}}, "description": "The image, re-encoded as JPEG."}
-}
+_JPEG = documented(
+    NotFound,
+    ok={"content": {"image/jpeg": {}}, "description": "The image, re-encoded as JPEG."},
+)
 _CACHE = {"Cache-Control": "private, max-age=86400"}
 
 
@@ -51,7 +60,11 @@ def upload_result(outcomes: list[StoredImage | RejectedFile]) -> UploadResult:
 
 
 @router.post(
-    "/api/projects/{pid}/classes/{cid}/images", openapi_extra=multipart_body("files", many=True)
+    "/api/projects/{pid}/classes/{cid}/images",
+    openapi_extra=multipart_body("files", many=True),
+    responses=documented(
+        NotFound, InvalidRequest, TooLarge, UnsupportedMediaType, InvalidInput, StorageFull
+    ),
 )
 def upload_images(
     image_class: ClassDep, form: FormDep, store: StoreDep, runner: RunnerDep, settings: SettingsDep
@@ -79,14 +92,14 @@ def upload_images(
     return result
 
 
-@router.get("/api/projects/{pid}/classes/{cid}/images")
+@router.get("/api/projects/{pid}/classes/{cid}/images", responses=documented(NotFound))
 def list_class_images(image_class: ClassDep, store: StoreDep) -> list[ImageOut]:
     return [
         ImageOut.of(image) for image in store.list_images(image_class.project_id, image_class.id)
     ]
 
 
-@router.get("/api/projects/{pid}/images")
+@router.get("/api/projects/{pid}/images", responses=documented(NotFound))
 def list_project_images(project: ProjectDep, store: StoreDep) -> list[ImageOut]:
     return [ImageOut.of(image) for image in store.list_images(project.id)]
 
@@ -120,14 +133,16 @@ def download_thumbnail(image: ImageDep, store: StoreDep) -> Response:
     return _thumbnail(image, store)
 
 
-@router.patch("/api/projects/{pid}/images/{iid}")
+@router.patch("/api/projects/{pid}/images/{iid}", responses=documented(NotFound, InvalidInput))
 def move_image(body: ImageMove, image: ImageDep, store: StoreDep) -> ImageOut:
     """Move the image to another class of the project ("this is actually …"). A running job keeps
     the labels it was submitted with."""
     return ImageOut.of(store.move_image(image, body.class_id))
 
 
-@router.delete("/api/projects/{pid}/images/{iid}", status_code=204)
+@router.delete(
+    "/api/projects/{pid}/images/{iid}", status_code=204, responses=documented(NotFound, Conflict)
+)
 def delete_image(image: ImageDep, store: StoreDep) -> Response:
     store.delete_image(image)
     return Response(status_code=204)
@@ -149,7 +164,11 @@ def download_class_thumbnail(image: ClassImageDep, store: StoreDep) -> Response:
     return _thumbnail(image, store)
 
 
-@router.delete("/api/projects/{pid}/classes/{cid}/images/{iid}", status_code=204)
+@router.delete(
+    "/api/projects/{pid}/classes/{cid}/images/{iid}",
+    status_code=204,
+    responses=documented(NotFound, Conflict),
+)
 def delete_class_image(image: ClassImageDep, store: StoreDep) -> Response:
     store.delete_image(image)
     return Response(status_code=204)

@@ -13,7 +13,14 @@ from typing import IO
 from fastapi import APIRouter
 
 from app.config import Settings
-from app.engine.errors import InvalidInput, InvalidRequest
+from app.engine.errors import (
+    InvalidInput,
+    InvalidRequest,
+    NotFound,
+    StorageFull,
+    TooLarge,
+    UnsupportedMediaType,
+)
 from app.service.records import ImageClass, Project, StoredImage
 from app.service.store import Store
 from app.service.uploads import clean_filename
@@ -25,6 +32,7 @@ from app.service.zip_import import (
 from app.web.api_models import RejectedFile, UploadResult, check_class_name
 from app.web.deps import ProjectDep, RunnerDep, SettingsDep, StoreDep
 from app.web.multipart import FormDep, form_files, multipart_body
+from app.web.openapi import documented
 from app.web.routes.images import ingest, upload_result
 
 router = APIRouter(tags=["import"])
@@ -76,7 +84,13 @@ def import_archive(
     return outcomes
 
 
-@router.post("/api/projects/{pid}/import", openapi_extra=multipart_body("file", many=False))
+@router.post(
+    "/api/projects/{pid}/import",
+    openapi_extra=multipart_body("file", many=False),
+    responses=documented(
+        NotFound, InvalidRequest, TooLarge, UnsupportedMediaType, InvalidInput, StorageFull
+    ),
+)
 def import_zip(
     project: ProjectDep, form: FormDep, store: StoreDep, runner: RunnerDep, settings: SettingsDep
 ) -> UploadResult:

@@ -17,6 +17,7 @@ from app.service.event_log import EventLog
 from app.service.records import JobKind, JobStatus
 from app.web.api_models import JobCreated, JobOut
 from app.web.deps import EventLogDep, JobDep, ProjectDep, RunnerDep, SettingsDep, StoreDep
+from app.web.openapi import documented
 
 router = APIRouter(tags=["jobs"])
 # How often an idle stream checks whether the server is shutting down.
@@ -24,7 +25,11 @@ STOP_POLL_S = 1.0
 RECONNECT_MS = 2000
 
 
-@router.post("/api/projects/{pid}/jobs", status_code=202)
+@router.post(
+    "/api/projects/{pid}/jobs",
+    status_code=202,
+    responses=documented(NotFound, Conflict, InvalidInput),
+)
 def create_job(
     project: ProjectDep,
     store: StoreDep,
@@ -37,18 +42,18 @@ def create_job(
     return JobCreated(id=job.id, status=job.status)
 
 
-@router.get("/api/projects/{pid}/jobs")
+@router.get("/api/projects/{pid}/jobs", responses=documented(NotFound))
 def list_jobs(project: ProjectDep, store: StoreDep) -> list[JobOut]:
     """The project's job history, newest first."""
     return [JobOut.of(job) for job in store.list_jobs(project.id)]
 
 
-@router.get("/api/jobs/{jid}")
+@router.get("/api/jobs/{jid}", responses=documented(NotFound))
 def get_job(job: JobDep) -> JobOut:
     return JobOut.of(job)
 
 
-@router.post("/api/jobs/{jid}/cancel", status_code=202)
+@router.post("/api/jobs/{jid}/cancel", status_code=202, responses=documented(NotFound, Conflict))
 def cancel_job(job: JobDep, store: StoreDep, runner: RunnerDep) -> JobCreated:
     """Cancel a queued job at once, or ask a running one to stop; its stream ends with `cancelled`."""
     if not job.active:
@@ -102,7 +107,7 @@ def _event_id(value: str | None) -> int:
 @router.get(
     "/api/jobs/{jid}/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses=documented(NotFound, ok={"content": {"text/event-stream": {}}}),
 )
 async def job_events(
     job: JobDep,
@@ -128,7 +133,7 @@ async def job_events(
 @router.get(
     "/api/jobs/{jid}/model",
     response_class=FileResponse,
-    responses={200: {"content": {"application/zip": {}}}},
+    responses=documented(NotFound, Conflict, InvalidInput, ok={"content": {"application/zip": {}}}),
 )
 def download_model(
     job: JobDep,

@@ -6,17 +6,38 @@ import time
 
 from fastapi import APIRouter, Response
 
-from app.engine.errors import Conflict, InvalidInput, TooLarge
+from app.engine.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidRequest,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from app.engine.images import decode_image
 from app.service.uploads import file_too_large
 from app.web.api_models import Prediction, PredictResult
 from app.web.deps import ModelsDep, ProjectDep, SettingsDep, StoreDep
 from app.web.multipart import FormDep, form_files, multipart_body
+from app.web.openapi import documented
 
 router = APIRouter(tags=["predict"])
 
 
-@router.post("/api/projects/{pid}/predict", openapi_extra=multipart_body("file", many=False))
+@router.post(
+    "/api/projects/{pid}/predict",
+    openapi_extra=multipart_body("file", many=False),
+    responses=documented(
+        NotFound,
+        Conflict,
+        InvalidRequest,
+        TooLarge,
+        UnsupportedMediaType,
+        InvalidInput,
+        Unavailable,
+    ),
+)
 def predict(
     project: ProjectDep,
     form: FormDep,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from app.engine.errors import Conflict, InvalidInput, NotFound
 from app.service.records import Project
 from app.service.store import Store
 from app.web.api_models import ClassOut, JobOut, ProjectDetail, ProjectIn, ProjectOut
 from app.web.deps import ModelsDep, ProjectDep, RunnerDep, StoreDep
+from app.web.openapi import documented
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
 
@@ -16,7 +18,7 @@ def _refetch(store: Store, project: Project) -> Project:
     return store.get_project(project.id) or project
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=documented(InvalidInput))
 def create_project(body: ProjectIn, store: StoreDep) -> ProjectOut:
     return ProjectOut.of(store.create_project(body.name))
 
@@ -26,7 +28,7 @@ def list_projects(store: StoreDep) -> list[ProjectOut]:
     return [ProjectOut.of(project) for project in store.list_projects()]
 
 
-@router.get("/{pid}")
+@router.get("/{pid}", responses=documented(NotFound))
 def get_project(project: ProjectDep, store: StoreDep, runner: RunnerDep) -> ProjectDetail:
     active, model = store.active_job(project.id), store.latest_model_job(project.id)
     return ProjectDetail(
@@ -38,13 +40,13 @@ def get_project(project: ProjectDep, store: StoreDep, runner: RunnerDep) -> Proj
     )
 
 
-@router.patch("/{pid}")
+@router.patch("/{pid}", responses=documented(NotFound, InvalidInput))
 def rename_project(body: ProjectIn, project: ProjectDep, store: StoreDep) -> ProjectOut:
     store.rename_project(project.id, body.name)
     return ProjectOut.of(_refetch(store, project))
 
 
-@router.delete("/{pid}", status_code=204)
+@router.delete("/{pid}", status_code=204, responses=documented(NotFound, Conflict))
 def delete_project(project: ProjectDep, store: StoreDep, models: ModelsDep) -> Response:
     job_ids = [job.id for job in store.list_jobs(project.id)]
     store.delete_project(project.id)
