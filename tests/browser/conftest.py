@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 
@@ -137,3 +138,15 @@ def page(context, console: ConsoleLog):
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
+
+
+@pytest.fixture
+def remove_projects(live_server: LiveServer) -> Iterator[None]:
+    """Delete the projects a test made, so that the page's other tests find the server as they
+    expect (the first visit, above all, finds no project). Modules opt in with `usefixtures`."""
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
+        before = {p["id"] for p in client.get("/api/projects").json()}
+        yield
+        for project in client.get("/api/projects").json():
+            if project["id"] not in before:
+                client.delete(f"/api/projects/{project['id']}")

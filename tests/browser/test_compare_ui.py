@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ from app.engine.params import MODE_INFO, Mode
 from tests.browser.conftest import LiveServer
 from tests.conftest import shared_dataset
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("remove_projects")]
 
 COMPARE_TIMEOUT_MS = 300_000
 
@@ -22,17 +21,6 @@ COMPARE_TIMEOUT_MS = 300_000
 def flower_photos(flower: str, n: int, skip: int = 0) -> list[Path]:
     """Photos read in place from the shared flowers set (the test skips without it)."""
     return sorted((shared_dataset("flowers-dev") / "train" / flower).glob("*.jpg"))[skip : skip + n]
-
-
-@pytest.fixture(autouse=True)
-def remove_projects(live_server: LiveServer) -> Iterator[None]:
-    """Delete the projects a test made, so that the page's other tests find the server as they expect."""
-    with httpx.Client(base_url=live_server.url, timeout=60) as client:
-        before = {p["id"] for p in client.get("/api/projects").json()}
-        yield
-        for project in client.get("/api/projects").json():
-            if project["id"] not in before:
-                client.delete(f"/api/projects/{project['id']}")
 
 
 def make_project(server: LiveServer, name: str, classes: dict[str, list[Path]]) -> str:

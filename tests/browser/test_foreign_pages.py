@@ -16,7 +16,7 @@ from playwright.sync_api import Page
 from tests.browser.conftest import FOREIGN_SITE, ConsoleLog, LiveServer
 from tests.web.api_helpers import BLUE, RED, image_bytes, wait_for_job
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("remove_projects")]
 
 
 class _BlankPage(BaseHTTPRequestHandler):
