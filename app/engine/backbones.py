@@ -24,7 +24,7 @@ from torchvision import models
 from torchvision.models import WeightsEnum
 
 from app.engine.errors import InvalidInput, TeachboxError, Unavailable
-from app.engine.images import Preprocessing
+from app.engine.preprocess import Preprocessing, as_triple
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,11 @@ class BackboneSpec:
     @cached_property
     def preprocessing(self) -> Preprocessing:
         transform = self.weights.transforms()
-        mean, std = (float(m) for m in transform.mean), (float(s) for s in transform.std)
         return Preprocessing(
             resize_size=int(transform.resize_size[0]),
             crop_size=int(transform.crop_size[0]),
-            mean=(next(mean), next(mean), next(mean)),
-            std=(next(std), next(std), next(std)),
+            mean=as_triple(transform.mean),
+            std=as_triple(transform.std),
         )
 
     @cached_property

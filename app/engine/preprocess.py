@@ -92,7 +92,8 @@ def rgb_to_input(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     return normalise(resize_and_crop(image, prep), prep)
 
 
-def _triple(values: list[float]) -> tuple[float, float, float]:
+def as_triple(values: list[float] | tuple[float, ...]) -> tuple[float, float, float]:
+    """Three floats (a per-channel mean or std) as the tuple Preprocessing holds."""
     first, second, third = (float(value) for value in values)
     return first, second, third
 
@@ -102,6 +103,6 @@ def from_metadata(metadata: dict) -> Preprocessing:
     return Preprocessing(
         int(metadata["resize_size"]),
         int(metadata["image_size"]),
-        _triple(metadata["mean"]),
-        _triple(metadata["std"]),
+        as_triple(metadata["mean"]),
+        as_triple(metadata["std"]),
     )

@@ -24,6 +24,6 @@ def current_dataset(store: Store, project: Project, params: TrainParams) -> Data
         for image in images
         if image.class_id in names
     ]
-    keys = {store.image_path(image): image.sha256 for image in images}
+    keys = store.content_keys(project.id)
     train, val = stratified_split(items, params.val_split, params.seed, key=keys.__getitem__)
     return Dataset(labels, train, val)

@@ -297,9 +297,7 @@ class Store(JobTable):
                 (class_id, image.project_id),
             ).fetchone()
             if target is None:
-                raise NotFound(
-                    "This project has no class with this id. Get the project to see its classes and their ids."
-                )
+                raise missing_class()
             moved = db.execute(
                 "UPDATE images SET class_id = ? WHERE id = ?", (class_id, image.id)
             ).rowcount
@@ -335,6 +333,12 @@ def _project_gone() -> NotFound:
 
 def _class_gone() -> NotFound:
     return NotFound("The class was deleted meanwhile. Get the project again to see its classes.")
+
+
+def missing_class() -> NotFound:
+    return NotFound(
+        "This project has no class with this id. Get the project to see its classes and their ids."
+    )
 
 
 def _duplicate_class(name: str) -> InvalidInput:

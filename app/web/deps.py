@@ -11,7 +11,7 @@ from app.engine.errors import NotFound, TeachboxError
 from app.service.event_log import EventLog
 from app.service.records import ImageClass, Job, Project, StoredImage
 from app.service.runners.base import JobRunner
-from app.service.store import Store
+from app.service.store import Store, missing_class
 from app.service.warm_models import WarmModels
 
 
@@ -59,9 +59,7 @@ ProjectDep = Annotated[Project, Depends(get_project)]
 def get_class(cid: str, project: ProjectDep, store: StoreDep) -> ImageClass:
     image_class = store.get_class(project.id, cid)
     if image_class is None:
-        raise NotFound(
-            "This project has no class with this id. Get the project to see its classes and their ids."
-        )
+        raise missing_class()
     return image_class
 
 
