@@ -323,3 +323,11 @@ class ValidationErrorOut(ErrorOut):
         default_factory=list,
         description="pydantic's errors (`loc`, `msg`, `type`, `input`), when the request did not validate.",
     )
+
+
+class ShareOut(BaseModel):
+    """A project's share link: anyone with the URL runs its current model in their own browser."""
+
+    url: str = Field(description="The page that runs the model, with no sign-in: `/s/<token>/`.")
+    token: str = Field(description="The unguessable part of the URL.")
+    embed: str = Field(description="An `<iframe>` snippet that embeds the page in another site.")

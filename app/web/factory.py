@@ -32,6 +32,7 @@ from app.web.routes import (
     pages,
     predict,
     projects,
+    shares,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,9 +92,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         compare,
         data_health,
         predict,
+        shares,
         pages,
     ):
         app.include_router(module.router)
+    app.include_router(shares.pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     install_openapi(app)
     return app

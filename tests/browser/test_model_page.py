@@ -109,7 +109,9 @@ def test_the_zip_page_agrees_with_teachbox_predict_on_real_photos(
             disagreements.append((path.name, probabilities[0] - probabilities[1]))
         if seq == 1:
             page.screenshot(path=str(screenshots / "model-page-zip.png"), full_page=True)
-    print(f"top-1 agreement {agree}/{len(images)}; largest probability difference {largest_difference:.2e}")
+    print(
+        f"top-1 agreement {agree}/{len(images)}; largest probability difference {largest_difference:.2e}"
+    )
     assert len(images) >= 50
     assert agree / len(images) >= 0.98
     assert all(gap <= CLOSE_CALL for _, gap in disagreements), disagreements
