@@ -52,6 +52,34 @@ def strict_static_server(folder: Path) -> Iterator[str]:
         server.server_close()
 
 
+class _OnePage(SimpleHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def one_page_server(html: str) -> Iterator[int]:
+    """Another site: one HTML page at every path, on a free port (its number is yielded)."""
+    handler = type("Page", (_OnePage,), {"body": html.encode()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 READ_ROWS = """() => [...document.querySelectorAll('[data-testid="prediction"]')].map((row) => ({
   text: row.textContent, label: row.querySelector(".prediction-label").textContent,
   probability: Number(row.dataset.probability)}))"""
