@@ -167,8 +167,12 @@ async function start() {
   state.metadata = await response.json();
   const labels = state.metadata.labels;
   $("#labels").textContent = `Tells apart ${labels.length} classes: ${labels.join(", ")}.`;
+  // `?model=model.int8.onnx` opens the int8 model first (a link can ask for the smaller one).
+  const asked = new URLSearchParams(location.search).get("model");
+  const first = state.metadata.int8 && asked === "model.int8.onnx" ? asked : "model.onnx";
   if (state.metadata.int8) $("#model-choice-label").hidden = false;
-  await loadModel("model.onnx");
+  $("#model-choice").value = first;
+  await loadModel(first);
   for (const control of [$("#file-input"), $("#webcam")]) control.disabled = false;
 }
 
