@@ -328,6 +328,13 @@ class ValidationErrorOut(ErrorOut):
 class ShareOut(BaseModel):
     """A project's share link: anyone with the URL runs its current model in their own browser."""
 
-    url: str = Field(description="The page that runs the model, with no sign-in: `/s/<token>/`.")
-    token: str = Field(description="The unguessable part of the URL.")
-    embed: str = Field(description="An `<iframe>` snippet that embeds the page in another site.")
+    shared: bool = Field(
+        description="Whether the project is shared; the other fields are null when not."
+    )
+    url: str | None = Field(
+        default=None, description="The page that runs the model, with no sign-in: `/s/<token>/`."
+    )
+    token: str | None = Field(default=None, description="The unguessable part of the URL.")
+    embed: str | None = Field(
+        default=None, description="An `<iframe>` snippet that embeds the page in another site."
+    )

@@ -23,11 +23,10 @@ export class SharePanel {
     this.button.disabled = !hasModel;
     this.show(null);
     if (!pid || !hasModel) return;
-    try {
-      this.show(await api.getShare(pid));
-    } catch (error) {
-      if (error.status !== 404) emit("page-error", error.message);
-    }
+    await this.run(async () => {
+      const share = await api.getShare(pid);
+      if (this.pid === pid) this.show(share.shared ? share : null);
+    });
   }
 
   show(share) {

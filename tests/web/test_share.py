@@ -36,7 +36,12 @@ def test_a_project_without_a_model_cannot_be_shared(
     assert response.json()["detail"] == (
         "This project has no trained model yet. Train it first, then share it."
     )
-    assert client.get(f"/api/projects/{pid}/share").status_code == 404
+    assert client.get(f"/api/projects/{pid}/share").json() == {
+        "shared": False,
+        "url": None,
+        "token": None,
+        "embed": None,
+    }
 
 
 def test_share_link_lifecycle(client: TestClient, trainable: tuple[str, dict[str, str]]) -> None:
@@ -46,7 +51,7 @@ def test_share_link_lifecycle(client: TestClient, trainable: tuple[str, dict[str
     assert created.status_code == 201
     share = created.json()
     token = share["token"]
-    assert len(token) >= 32 and share["url"] == f"http://127.0.0.1/s/{token}/"
+    assert share["shared"] and len(token) >= 32 and share["url"] == f"http://127.0.0.1/s/{token}/"
     assert f'src="{share["url"]}"' in share["embed"] and 'allow="camera"' in share["embed"]
     assert client.post(f"/api/projects/{pid}/share").json() == share, "one link per project"
     assert client.get(f"/api/projects/{pid}/share").json() == share
@@ -94,7 +99,12 @@ def test_share_link_lifecycle(client: TestClient, trainable: tuple[str, dict[str
     ):
         gone = client.get(f"{base}{path}", follow_redirects=False)
         assert gone.status_code == 404, path
-    assert client.get(f"/api/projects/{pid}/share").status_code == 404
+    assert client.get(f"/api/projects/{pid}/share").json() == {
+        "shared": False,
+        "url": None,
+        "token": None,
+        "embed": None,
+    }
     again = client.post(f"/api/projects/{pid}/share").json()
     assert again["token"] != token, "sharing after a revoke makes a new link"
 

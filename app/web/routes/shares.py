@@ -44,7 +44,7 @@ def share_out(request: Request, token: str) -> ShareOut:
         f'<iframe src="{html.escape(url)}" title="Teachbox model" width="720" height="560" '
         'allow="camera" style="border:0"></iframe>'
     )
-    return ShareOut(url=url, token=token, embed=embed)
+    return ShareOut(shared=True, url=url, token=token, embed=embed)
 
 
 @router.post("/api/projects/{pid}/share", status_code=201, responses=documented(NotFound, Conflict))
@@ -57,11 +57,9 @@ def share_project(project: ProjectDep, store: StoreDep, request: Request) -> Sha
 
 @router.get("/api/projects/{pid}/share", responses=documented(NotFound))
 def get_share(project: ProjectDep, store: StoreDep, request: Request) -> ShareOut:
-    """The project's share link, if it is shared."""
+    """The project's share link, or `{"shared": false}` when it is not shared."""
     token = store.share_token(project.id)
-    if token is None:
-        raise NotFound("This project is not shared. Share it with POST /api/projects/{pid}/share.")
-    return share_out(request, token)
+    return share_out(request, token) if token else ShareOut(shared=False)
 
 
 @router.delete("/api/projects/{pid}/share", status_code=204, responses=documented(NotFound))
