@@ -11,6 +11,7 @@ export class SharePanel {
     this.url = $("#share-url");
     this.embed = $("#share-embed");
     this.pid = null;
+    this.version = 0;
     this.button.addEventListener("click", () => this.run(() => this.share()));
     $("#revoke-share").addEventListener("click", () => this.run(() => this.revoke()));
     $("#copy-share-url").addEventListener("click", (event) => copy(event.currentTarget, this.url.value));
@@ -19,14 +20,21 @@ export class SharePanel {
 
   /** The open project, and whether it has a model to share; shows its link if it has one. */
   async setProject(pid, hasModel) {
+    const version = this.changed();
+    if (pid !== this.pid) this.show(null);
     this.pid = pid;
     this.button.disabled = !hasModel;
-    this.show(null);
-    if (!pid || !hasModel) return;
+    if (!pid || !hasModel) return this.show(null);
     await this.run(async () => {
       const share = await api.getShare(pid);
-      if (this.pid === pid) this.show(share.shared ? share : null);
+      // A Share or Revoke pressed meanwhile, or another project opened, wins over this answer.
+      if (version === this.version) this.show(share.shared ? share : null);
     });
+  }
+
+  changed() {
+    this.version += 1;
+    return this.version;
   }
 
   show(share) {
@@ -37,11 +45,13 @@ export class SharePanel {
   }
 
   async share() {
+    this.changed();
     this.show(await api.share(this.pid));
     this.url.select();
   }
 
   async revoke() {
+    this.changed();
     await api.unshare(this.pid);
     this.show(null);
     this.button.focus();

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -56,12 +57,13 @@ def test_share_link_from_button_to_revoke(
 
     open_project(page, pid)
     page.get_by_test_id("share-model").click()
+    expect(page.get_by_test_id("share-url")).to_have_value(re.compile(r"/s/[\w-]{32}/$"))
     url = page.get_by_test_id("share-url").input_value()
     assert url == client.get(f"/api/projects/{pid}/share").json()["url"]
     assert url.startswith(f"{live_server.url}/s/")
     embed = page.get_by_test_id("share-embed").input_value()
     assert embed.startswith(f'<iframe src="{url}"')
-    page.locator("#share-details").screenshot(path=str(screenshots / "share-panel.png"))
+    page.locator(".export").screenshot(path=str(screenshots / "share-panel.png"))
 
     visitor = page.context.browser.new_context()  # no cookies, nothing of the owner's
     shared = visitor.new_page()
