@@ -153,15 +153,14 @@ def _check_manifest(
 ) -> Manifest:
     """Names valid and unique, every image of a known class and present, the model's labels known."""
     try:
-        cleaned = manifest.model_copy(
-            update={
-                "name": project_name(manifest.name),
-                "classes": [class_name(name) for name in manifest.classes],
-            }
+        valid = project_name(manifest.name) == manifest.name and all(
+            class_name(name) == name for name in manifest.classes
         )
     except ValueError as exc:
         raise _refused(f"a name in it is not valid ({exc})") from None
-    if len(set(cleaned.classes)) != len(cleaned.classes):
+    if not valid:  # names this server stored are already clean; any other was made by hand
+        raise _refused("a name in it is not as Teachbox stores names")
+    if len(set(manifest.classes)) != len(manifest.classes):
         raise _refused("it names a class twice")
     known = set(manifest.classes)
     for image in manifest.images:
@@ -176,7 +175,7 @@ def _check_manifest(
             raise _refused(f"its model, {MODEL_MEMBER}, is missing")
         if not manifest.model.labels or not set(manifest.model.labels) <= known:
             raise _refused("its model's labels are not among its classes")
-    return cleaned
+    return manifest
 
 
 def _member_bytes(archive: zipfile.ZipFile, name: str, settings: Settings) -> bytes:

@@ -214,6 +214,14 @@ BROKEN: dict[str, tuple[bytes, str]] = {
         bundle_of(manifest_bytes(classes=["a/b"])),
         REFUSED.format("a name in it is not valid (A class name may not contain slashes.)"),
     ),
+    "name not as stored": (
+        bundle_of(manifest_bytes(name="  padded  ")),
+        REFUSED.format("a name in it is not as Teachbox stores names"),
+    ),
+    "class named twice": (
+        bundle_of(manifest_bytes(classes=["red", "red"])),
+        REFUSED.format("it names a class twice"),
+    ),
     "model missing": (
         bundle_of(
             manifest_bytes(
