@@ -46,6 +46,12 @@ def _sample(size: int) -> tuple[torch.Tensor]:
     return (torch.zeros(1, 3, size, size),)
 
 
+def _quiet_converter() -> None:
+    """The converter draws a progress tree on the terminal for each of its passes, which would
+    fill the server's log; it stays quiet unless LITERT_TORCH_SHOW_PROGRESS asks otherwise."""
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+
+
 def convert_float(model: Classifier, path: Path, size: int) -> None:
     """A float32 .tflite with the ONNX model's input and output (NCHW, batch of one)."""
     import litert_torch
@@ -123,6 +129,7 @@ def export_tflite(
     batch = validation_batch(val_paths, prep, max_pixels)
     reference = torch_probabilities(model, batch)
     logging.getLogger("absl").setLevel(logging.ERROR)  # the converter logs each of its passes
+    _quiet_converter()
     convert_float(model, folder / TFLITE_MEMBER, prep.crop_size)
     probs, _ = run_tflite(folder / TFLITE_MEMBER, batch)
     report: dict[str, Any] = {
