@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     )
     tflite: bool = Field(
         False,
-        description="Also put model.tflite (and model.int8.tflite when int8 is on) in each model zip, each checked with the LiteRT interpreter; needs the tflite extra and adds about a minute per export on a small CPU.",
+        description="Also put model.tflite (and model.int8.tflite when int8 is on) in each model zip, each checked with the LiteRT interpreter; needs the tflite extra and adds minutes to each export on a small CPU (7 on two shared cores).",
     )
     shutdown_timeout_s: float = Field(
         10.0,
