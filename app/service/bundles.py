@@ -236,7 +236,7 @@ def _rebuild_model(
         metrics = TrainMetrics.model_validate(metadata["metrics"])
     except Exception as exc:  # whatever a hostile file makes the readers raise is a refusal
         reason = exc.message if isinstance(exc, TeachboxError) else f"{type(exc).__name__}: {exc}"
-        raise _refused(f"its model cannot be loaded ({reason[:300]})") from None
+        raise _refused(f"its model cannot be loaded ({reason.splitlines()[0][:300]})") from None
     if list(metadata["labels"]) != model.labels:
         raise _refused("its model's labels differ from the manifest's")
     paths = [store.image_path(image) for image, _ in images]

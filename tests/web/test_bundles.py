@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -27,7 +28,7 @@ from tests.web.api_helpers import (
     make_zip,
     read_events,
 )
-from tests.web.test_security_archives import BOMBS, ESCAPES, model_files
+from tests.web.test_security_archives import BOMBS, ESCAPES, Payload, model_files, torch_file
 
 REFUSED = "This is not a Teachbox project bundle that can be opened: {}. Give the file that Save project (or `teachbox bundle save`) wrote."
 
@@ -333,3 +334,35 @@ def test_model_files_refuse_the_bundle_unread(client: TestClient, tmp_path: Path
         }
     assert not marker.exists()
     assert project_count(client) == 0
+
+
+def model_bundle(weights: bytes) -> bytes:
+    """A bundle whose model.zip names a real backbone but holds other weights."""
+    metadata = {"backbone": "mobilenet_v2", "labels": ["red"], "params": {}, "metrics": {}}
+    inner = make_zip({"metadata.json": json.dumps(metadata).encode(), "model.safetensors": weights})
+    model = {"file": "model.zip", "params": {}, "labels": ["red"], "metrics": None}
+    return bundle_of(manifest_bytes(model=model), **{"model.zip": inner})
+
+
+def test_a_bundled_model_is_weights_for_our_network_or_refused(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Foreign tensors do not fit Teachbox's network, and a pickle posing as safetensors never
+    runs: either way the bundle is refused and nothing is created."""
+    marker = tmp_path / "unpickled"
+    buffer = io.BytesIO()
+    save(tensors={"head.0.weight": torch.zeros(1, 4)}, buffer=buffer)
+    for weights in (buffer.getvalue(), torch_file({"weight": Payload(marker)})):
+        response = post_bundle(client, model_bundle(weights))
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"].startswith(
+            REFUSED.split("{}")[0] + "its model cannot be loaded ("
+        )
+    assert not marker.exists()
+    assert project_count(client) == 0
+
+
+def save(tensors: dict[str, torch.Tensor], buffer: io.BytesIO) -> None:
+    from safetensors.torch import save as to_bytes
+
+    buffer.write(to_bytes(tensors))
