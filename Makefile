@@ -1,5 +1,5 @@
 # Two commands for a fresh machine: `make run` and `make test`. Both go through `make setup`;
-# only `make test` also installs Chromium, which only the browser tests use.
+# only `make test` also installs Chromium (the browser tests) and the tflite extra (the TFLite tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast lint bench weights browser clean docker-check
+.PHONY: setup run test test-fast lint bench weights browser tflite clean docker-check
 
 setup: $(STAMP) weights
 
@@ -33,10 +33,20 @@ browser:
 	  else echo "Chromium is not installed; browser tests will be skipped (apt-get install chromium)."; fi; } || \
 	  echo "Could not install Chromium; browser tests will be skipped."
 
+# The tflite extra, never moving torch, torchvision, numpy or onnxruntime (pinned to what setup
+# installed); when it cannot fit beside them, the TFLite tests are skipped and this says so.
+TFLITE_STAMP := $(VENV)/.teachbox-tflite
+tflite: $(TFLITE_STAMP)
+
+$(TFLITE_STAMP): $(STAMP)
+	@$(BIN)/python -m pip freeze | grep -iE '^(torch|torchvision|numpy|onnxruntime)==' > $(VENV)/tflite-constraints.txt
+	@$(BIN)/python -m pip install -q -c $(VENV)/tflite-constraints.txt -e '.[dev,tflite]' && touch $(TFLITE_STAMP) || \
+	  echo "Could not install the tflite extra beside this torch; the TFLite tests will be skipped."
+
 run: setup
 	$(BIN)/teachbox serve --host $(HOST) --port $(PORT)
 
-test: setup browser
+test: setup browser tflite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

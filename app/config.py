@@ -101,6 +101,10 @@ class Settings(BaseSettings):
         le=256,
         description="Most predict requests run together as one batch when they arrive at once (1 runs each alone).",
     )
+    tflite: bool = Field(
+        False,
+        description="Also put model.tflite (and model.int8.tflite when int8 is on) in each model zip, each checked with the LiteRT interpreter; needs the tflite extra and adds minutes to each export on a small CPU (7 on two shared cores).",
+    )
     shutdown_timeout_s: float = Field(
         10.0,
         gt=0,

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from app.cli.commands import (
+    command_bundle_open,
+    command_bundle_save,
     command_compare,
     command_evaluate,
     command_health,
@@ -151,6 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(health, "Where to embed (default auto).")
     add_param_flags(health, exclude=("mode", "unfreeze_blocks", "int8"))
     health.set_defaults(handler=command_health)
+
+    bundle = sub.add_parser(
+        "bundle", help="Save a project of a data dir to one file, or open one as a new project."
+    )
+    actions = bundle.add_subparsers(dest="action", required=True, metavar="ACTION")
+    save = actions.add_parser(
+        "save", help="Write a project's classes, images, settings and model to one file."
+    )
+    save.add_argument("project", help="The project's id, or its name when only one has it.")
+    save.add_argument("out", type=Path, help="The bundle to write (e.g. fruit.teachbox.zip).")
+    opened = actions.add_parser("open", help="Open a bundle as a new project, model included.")
+    opened.add_argument("file", type=Path, help="A bundle written by Save project or bundle save.")
+    for action in (save, opened):
+        action.add_argument(
+            "--data-dir", type=Path, help="The server's data dir (env TEACHBOX_DATA_DIR)."
+        )
+    save.set_defaults(handler=command_bundle_save)
+    opened.set_defaults(handler=command_bundle_open)
 
     serve = sub.add_parser("serve", help="Start the web app.")
     serve.add_argument("--host", help="Address to bind (default 127.0.0.1; env TEACHBOX_HOST).")

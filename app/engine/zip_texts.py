@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from app.engine import preprocess
 
@@ -95,7 +96,7 @@ Labels, in output order: {labels}.
 - `model.onnx`: the model, one self-contained ONNX file (opset {opset}). Input `input`: float32, NCHW,
   RGB, {size}x{size}, batch size free. Output `probabilities`: one row of {n_labels} per image,
   in the order of `labels.txt`. Its `metadata_props` carry the labels and the preprocessing.
-{int8_line}- `labels.txt`: the labels, one a line, in output order.
+{int8_line}{tflite_lines}- `labels.txt`: the labels, one a line, in output order.
 - `metadata.json`: labels, preprocessing (`image_size`, `resize_size`, `mean`, `std`), input and
   output, training parameters, validation metrics, the export's parity check, package versions.
 - `predict.py`: classify image files (needs only onnxruntime, pillow and numpy).
@@ -181,7 +182,7 @@ val input = OnnxTensor.createTensor(env, FloatBuffer.wrap(pixels), longArrayOf(1
 val probabilities = (session.run(mapOf("input" to input))[0].value as Array<FloatArray>)[0]
 ```
 
-## iOS (ONNX Runtime Mobile, Swift: pod 'onnxruntime-objc')
+{tflite_section}## iOS (ONNX Runtime Mobile, Swift: pod 'onnxruntime-objc')
 
 ```swift
 let env = try ORTEnv(loggingLevel: .warning)
@@ -196,4 +197,43 @@ let outputs = try session.run(withInputs: ["input": input], outputNames: ["proba
 INT8_LINE = """\
 - `model.int8.onnx`: the same model quantised to int8 with ONNX Runtime (about 3x smaller, for
   edge devices); same input and output; its accuracy change is in `metadata.json` under `int8`.
+"""
+
+
+def tflite_lines(report: dict[str, Any], size: int) -> str:
+    """The Files entries for the TFLite models, or the sentence saying why there are none."""
+    if "skipped" in report:
+        return f"- No `model.tflite`: {report['skipped']}\n"
+    lines = (
+        f"- `model.tflite`: the same model for LiteRT (TensorFlow Lite) on phones and boards, float32;\n"
+        f"  input float32 NCHW [1, 3, {size}, {size}], output [1, n] probabilities, as `model.onnx`. Its\n"
+        f"  agreement with PyTorch on the validation images is in `metadata.json` under `parity.tflite`.\n"
+    )
+    int8 = report.get("int8")
+    if int8:
+        quant = int8["input_quantization"] or {}
+        lines += (
+            f"- `model.int8.tflite`: full int8 (weights and activations), for boards and NPUs; input int8:\n"
+            f"  `round(x / {quant.get('scale', 1):.8g}) + {quant.get('zero_point', 0)}` of the float input, clipped to\n"
+            f"  [-128, 127]; output float32 probabilities. Top-1 agreement with PyTorch: {int8['top1_agreement']:.3f}.\n"
+        )
+    return lines
+
+
+def tflite_section(report: dict[str, Any], size: int) -> str:
+    """The Android snippet for model.tflite with the LiteRT Interpreter (Kotlin), when it is here."""
+    if "skipped" in report:
+        return ""
+    return f"""## Android (LiteRT Interpreter, Kotlin: com.google.ai.edge.litert:litert)
+
+```kotlin
+val model = FileUtil.loadMappedFile(context, "model.tflite")  // from assets/
+val interpreter = Interpreter(model)
+// pixels: FloatArray(3 * {size} * {size}), filled as in "Preprocessing" above (NCHW, like model.onnx)
+val input = ByteBuffer.allocateDirect(4 * pixels.size).order(ByteOrder.nativeOrder())
+input.asFloatBuffer().put(pixels)
+val probabilities = Array(1) {{ FloatArray(labels.size) }}
+interpreter.run(input, probabilities)
+```
+
 """

@@ -66,6 +66,28 @@ class JobTable(Database):
             )
         return job
 
+    def add_finished_job(self, job: Job, items: list[tuple[str, str]]) -> None:
+        """Record a job that already succeeded elsewhere (a project bundle's model): its model zip
+        is written first, at the path the job names, so the row never points at nothing."""
+        with self._db(write=True) as db:
+            db.execute(
+                "INSERT INTO jobs (id, project_id, status, params, labels, image_count, snapshot, metrics, created_at, started_at, finished_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.project_id,
+                    job.status,
+                    job.params.model_dump_json(),
+                    json.dumps(job.labels),
+                    job.image_count,
+                    json.dumps([list(item) for item in items]),
+                    json.dumps(job.metrics) if job.metrics is not None else None,
+                    job.created_at,
+                    job.started_at,
+                    job.finished_at,
+                    job.kind,
+                ),
+            )
+
     def refuse_while_training(
         self, db: sqlite3.Connection, project_id: str, action: str, already: bool = False
     ) -> None:

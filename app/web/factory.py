@@ -22,6 +22,7 @@ from app.web.guard import RequestGuard, allowed_host_names
 from app.web.middleware import BodyLimit, SecurityHeaders
 from app.web.openapi import install_openapi
 from app.web.routes import (
+    bundles,
     classes,
     compare,
     data_health,
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     for module in (
         liveness,
+        bundles,
         projects,
         classes,
         images,

@@ -44,6 +44,12 @@ export const api = {
   getProject: (pid) => request("GET", project(pid)),
   renameProject: (pid, name) => request("PATCH", project(pid), { name }),
   deleteProject: (pid) => request("DELETE", project(pid)),
+  bundleUrl: (pid) => `${project(pid)}/bundle`,
+  openBundle(file) {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    return request("POST", "/api/projects/bundle", form);
+  },
   createClass: (pid, name) => request("POST", `${project(pid)}/classes`, { name }),
   renameClass: (pid, cid, name) => request("PATCH", klass(pid, cid), { name }),
   deleteClass: (pid, cid) => request("DELETE", klass(pid, cid)),

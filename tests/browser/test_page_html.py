@@ -20,7 +20,7 @@ TEST_IDS = {"class-card", "add-class", "class-name", "class-upload", "class-coun
             "train", "progress", "train-status", "preview-upload", "prediction", "download-model", "compare",
             "compare-result", "recommendation", "keep-model", "health-findings", "health-refresh",
             "add-to-class", "add-to-class-select", "move-to-predicted", "share-model", "share-url",
-            "share-embed", "revoke-share"}  # fmt: skip
+            "share-embed", "revoke-share", "project-save", "project-open", "project-open-file"}  # fmt: skip
 STATIC = Path(__file__).resolve().parents[2] / "static"
 
 
