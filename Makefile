@@ -1,5 +1,6 @@
 # Two commands for a fresh machine: `make run` and `make test`. Both go through `make setup`;
-# only `make test` also installs Chromium, which only the browser tests use.
+# only `make test` also installs Chromium and redis-server, which only the browser and cluster
+# tests use (`make run` needs neither: its worker is a thread of the web server).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast lint bench weights browser clean docker-check
+.PHONY: setup run test test-fast lint bench weights browser services cluster bench-cluster clean docker-check
 
 setup: $(STAMP) weights
 
@@ -33,10 +34,23 @@ browser:
 	  else echo "Chromium is not installed; browser tests will be skipped (apt-get install chromium)."; fi; } || \
 	  echo "Could not install Chromium; browser tests will be skipped."
 
+# The queue's tests (tests/service/test_cluster.py) start Debian's redis-server; install it when
+# missing and we may.
+services:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null); \
+	  elif command -v sudo >/dev/null 2>&1; then (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null); \
+	  else echo "redis-server is not installed; the cluster tests will be skipped (apt-get install redis-server)."; fi; } || \
+	  echo "Could not install redis-server; the cluster tests will be skipped."
+
+# One web server and two queue workers on loopback with Debian's redis-server (README: Scale-out).
+cluster: setup services
+	scripts/cluster.sh
+
 run: setup
 	$(BIN)/teachbox serve --host $(HOST) --port $(PORT)
 
-test: setup browser
+test: setup browser services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
@@ -50,6 +64,9 @@ lint: $(STAMP)
 
 bench: setup
 	$(BIN)/python bench/bench_engine.py
+
+bench-cluster: setup services
+	$(BIN)/python bench/bench_cluster.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

@@ -69,6 +69,13 @@ class JobQueue:
         if self._redis.decrby(_pending_key(project_id), count) <= 0:
             self._redis.delete(_pending_key(project_id))
 
+    def jobs_waiting(self) -> bool:
+        """Whether a job message waits in the jobs queue (the Redis transport keeps it as a list)."""
+        try:
+            return bool(self._redis.llen(JOBS_QUEUE))
+        except redis.RedisError:
+            return False
+
     def pending(self, project_id: str) -> int:
         value = self._redis.get(_pending_key(project_id))
         return max(0, int(value)) if value is not None else 0

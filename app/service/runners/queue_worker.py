@@ -106,18 +106,23 @@ class QueueWorker:
         self._conclude(job, terminal, lease)
 
     def embed(self, project_id: str, backbone: str, paths: list[str]) -> None:
+        """Embed a chunk; yield to a job that is waiting (the chunk goes back, its done part cached)."""
+        yielded = False
         try:
             self._embedder(backbone).embed(
-                [Path(p) for p in paths], should_stop=self._stopping.is_set
+                [Path(p) for p in paths],
+                should_stop=lambda: self._stopping.is_set() or self.queue.jobs_waiting(),
             )
         except TrainingCancelled:
-            pass
+            yielded = True
         except (
             Exception
         ) as exc:  # a deleted project, missing weights: the job will say so if it matters
             logger.warning("Background embedding for project %s stopped: %r", project_id, exc)
         finally:
             self.queue.embedded(project_id, len(paths))
+        if yielded:
+            self.queue.send_embedding(project_id, backbone, paths)
 
     def stop_soon(self) -> None:
         """SIGTERM: stop the running job at its next check and hand it back."""
