@@ -26,7 +26,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.cluster_helpers import Cluster, redis_available
-from tests.web.api_helpers import ServerProcess, make_trainable, wait_for_job
+from tests.web.api_helpers import SLOW_JOB, ServerProcess, make_trainable, wait_for_job
 
 SHORT_JOB = {"mode": "transfer", "epochs": 5}
 
@@ -86,6 +86,27 @@ def throughput(client: httpx.Client, jobs: int, web_pid: int) -> tuple[float, fl
     return jobs / wall * 60, (cpu_seconds(web_pid) - cpu_before) / wall
 
 
+def recovery(cluster: Cluster, lease_s: float) -> tuple[float, float]:
+    """Kill -9 the worker of a running job: seconds until the job is queued again and until
+    another worker's `Restarted on` event reaches a stream of the web server."""
+    client = cluster.client
+    pid, _ = make_trainable(client)
+    jid = client.post(f"/api/projects/{pid}/jobs", json=SLOW_JOB).json()["id"]
+    job = wait_for_job(client, jid, {"running"}, timeout=600)
+    killed = time.perf_counter()
+    cluster.worker_by_name(job["worker"]).kill()
+    queued = restarted = 0.0
+    with client.stream("GET", f"/api/jobs/{jid}/events", timeout=600) as response:
+        for line in response.iter_lines():
+            if "was lost during attempt" in line and not queued:
+                queued = time.perf_counter() - killed
+            if "Restarted on worker" in line:
+                restarted = time.perf_counter() - killed
+                break
+    client.post(f"/api/jobs/{jid}/cancel")
+    return queued, restarted
+
+
 def p50(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.0f} ms"
 
@@ -113,10 +134,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency-jobs", type=int, default=8)
     parser.add_argument("--throughput-jobs", type=int, default=6)
+    parser.add_argument(
+        "--recovery-only",
+        action="store_true",
+        help="Only the kill -9 recovery, with the default lease of 15 s and two workers.",
+    )
     args = parser.parse_args()
     if not redis_available():
         print("redis-server is not installed: make services", file=sys.stderr)
         return 1
+    if args.recovery_only:
+        return recovery_only()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         cache = root / "cache"
@@ -158,6 +186,24 @@ def main() -> int:
         "web process CPU while jobs run (cores)",
         f"{alone['one'][1]:.2f} (it trains)",
         f"{queued['one'][1]:.3f} (one worker), {queued['two'][1]:.3f} (two)",
+    )
+    return 0
+
+
+def recovery_only() -> int:
+    lease_s = 15.0
+    with tempfile.TemporaryDirectory() as folder:
+        cluster = Cluster(Path(folder), Path(folder) / "cache", lease_s=lease_s)
+        try:
+            cluster.wait_until_ready([cluster.start_worker(), cluster.start_worker()])
+            queued, restarted = recovery(cluster, lease_s)
+        finally:
+            cluster.close()
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, JOB_LEASE_S={lease_s:g}, load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"kill -9 -> job back in the queue: {queued:.1f} s; -> `Restarted on` event at the client: {restarted:.1f} s"
     )
     return 0
 
