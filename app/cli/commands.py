@@ -43,7 +43,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         for k in ("weights", "cache_dir", "data_dir", "device", "host", "port", "broker_url")
         if (v := getattr(args, k, None)) is not None
     }
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        name = str(problem["loc"][0])
+        raise InvalidInput(
+            f"--{name.replace('_', '-')} {problem['input']!r} is not valid: {problem['msg']}. "
+            f"{Settings.model_fields[name].description}"
+        ) from None
 
 
 def cli_cache_dir(settings: Settings) -> Path:

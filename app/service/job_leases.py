@@ -70,6 +70,13 @@ class JobLeases(Database):
             row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Lease(held=cursor.rowcount == 1, cancel_requested=bool(row and row[0]))
 
+    def queued_job_ids(self) -> list[str]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid"
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def request_cancel(self, job_id: str) -> None:
         """Ask whichever worker runs the job to stop: it reads the flag when it renews its lease."""
         with self._db(write=True) as db:

@@ -5,6 +5,8 @@ cancel, `kill -9` of a worker mid-job and SIGTERM of another."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import httpx
 import pytest
 
 from tests.cluster_helpers import Cluster, redis_available
-from tests.web.api_helpers import SLOW_JOB, make_trainable, read_events, wait_for_job
+from tests.web.api_helpers import ROOT, SLOW_JOB, make_trainable, read_events, wait_for_job
 
 pytestmark = [
     pytest.mark.slow,
@@ -158,22 +160,28 @@ def test_sigterm_hands_the_running_job_back_to_another_worker(two_workers: Clust
     assert read_events(client, jid, timeout=JOB_TIMEOUT_S)[-1]["event"] == "cancelled"
 
 
-def test_a_worker_without_a_broker_url_says_what_to_set(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.web.api_helpers import ROOT
-
+def run_worker_command(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
-    run = subprocess.run(
-        [sys.executable, "-m", "app.cli", "worker", "--data-dir", str(tmp_path)],
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "worker", "--data-dir", str(tmp_path), *flags],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_a_worker_without_a_broker_url_says_what_to_set(tmp_path: Path) -> None:
+    run = run_worker_command(tmp_path)
     assert run.returncode == 2
     assert (
         "teachbox worker needs a queue: set TEACHBOX_BROKER_URL=redis://host:6379/0" in run.stderr
     )
+
+
+def test_a_worker_on_an_unknown_device_says_which_names_work(tmp_path: Path) -> None:
+    run = run_worker_command(tmp_path, "--device", "gpu0", "--broker-url", "redis://127.0.0.1:1/0")
+    assert run.returncode == 2
+    assert "error: --device 'gpu0' is not valid" in run.stderr
+    assert "cuda:N names one GPU" in run.stderr

@@ -130,3 +130,10 @@ def test_processes_appending_to_one_log_get_increasing_ids(store: Store) -> None
     ]
     assert seqs == [1, 2, 3, 4]
     assert [event.seq for event in store.events_after(job_id, 2)] == [3, 4]
+
+
+def test_the_queued_jobs_are_listed_for_their_messages_to_be_sent_again(store: Store) -> None:
+    job_id = queued_job(store)
+    assert store.queued_job_ids() == [job_id]
+    store.claim_job(job_id, "a", LONG_S)
+    assert store.queued_job_ids() == []

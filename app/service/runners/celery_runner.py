@@ -39,9 +39,13 @@ class CeleryRunner:
     # The JobRunner protocol
 
     def start(self) -> None:
-        """Follow the workers' events and reap lost workers' jobs; queued jobs stay queued."""
+        """Follow the workers' events and reap lost workers' jobs. Queued jobs stay queued, and
+        their messages are sent again, in case the broker lost them (restarted without its data):
+        a worker that finds a job already taken drops the extra message."""
         self._listener.start()
         self._reaper.start()
+        for job_id in self._store.queued_job_ids():
+            self._queue.send_job(job_id)
 
     def stop(self, timeout_s: float) -> None:
         """The workers keep running their jobs: only this process's threads stop."""
