@@ -109,7 +109,7 @@ class Cluster:
     """Redis, one web server and workers, sharing one data dir and one embeddings cache."""
 
     def __init__(self, folder: Path, cache_dir: Path, lease_s: float = 5) -> None:
-        self.folder = folder
+        self.folder, self.cache_dir = folder, cache_dir
         self.redis = RedisProcess(folder / "redis")
         self.settings = {
             "broker_url": self.redis.url,

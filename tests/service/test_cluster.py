@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from app.engine.embeddings import EmbeddingCache
+from app.engine.params import TrainParams
+from app.service.store import Store
 from tests.cluster_helpers import Cluster, redis_available
 from tests.web.api_helpers import ROOT, SLOW_JOB, make_trainable, read_events, wait_for_job
 
@@ -114,6 +118,23 @@ def test_two_workers_run_jobs_of_several_projects_at_once_streamed_and_cancelled
     assert f"Running on worker {done['worker']}." in messages(read_events(client, quick))
     model = client.get(f"/api/jobs/{quick}/model")
     assert model.status_code == 200 and model.content[:2] == b"PK"
+
+
+def test_uploaded_images_are_embedded_by_the_workers_and_counted_across_processes(
+    two_workers: Cluster,
+) -> None:
+    client = two_workers.client
+    pid, _ = make_trainable(client, per_class=6)
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while client.get(f"/api/projects/{pid}").json()["pending_embeddings"] and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    assert client.get(f"/api/projects/{pid}").json()["pending_embeddings"] == 0
+    images = Store(two_workers.folder / "data").list_images(pid)
+    cache = EmbeddingCache(two_workers.cache_dir / "embeddings.sqlite")
+    keys = [EmbeddingCache.key(TrainParams().backbone, image.sha256) for image in images]
+    assert len(images) == 12 and set(cache.get_many(keys)) == set(keys)
 
 
 def test_a_worker_killed_mid_job_loses_it_to_another_that_finishes_it(two_workers: Cluster) -> None:
