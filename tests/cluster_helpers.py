@@ -108,7 +108,9 @@ class WorkerProcess:
 class Cluster:
     """Redis, one web server and workers, sharing one data dir and one embeddings cache."""
 
-    def __init__(self, folder: Path, cache_dir: Path, lease_s: float = 5) -> None:
+    def __init__(
+        self, folder: Path, cache_dir: Path, lease_s: float = 5, web_servers: int = 1
+    ) -> None:
         self.folder, self.cache_dir = folder, cache_dir
         self.redis = RedisProcess(folder / "redis")
         self.settings = {
@@ -122,7 +124,11 @@ class Cluster:
             "TEACHBOX_JOB_LEASE_S": str(lease_s),
             "PYTHONPATH": str(ROOT),
         }
-        self.web = ServerProcess(folder / "data", cache_dir, folder / "web.log", **self.settings)
+        self.webs = [
+            ServerProcess(folder / "data", cache_dir, folder / f"web-{i}.log", **self.settings)
+            for i in range(web_servers)
+        ]
+        self.web = self.webs[0]
         self.workers: list[WorkerProcess] = []
 
     @property
@@ -156,5 +162,6 @@ class Cluster:
     def close(self) -> None:
         for worker in self.workers:
             worker.close()
-        self.web.close()
+        for web in self.webs:
+            web.close()
         self.redis.close()

@@ -1,4 +1,4 @@
-"""The queue on real engines: Debian's redis-server, one web server and two `teachbox worker`
+"""The queue on real engines: Debian's redis-server, two web servers and two `teachbox worker`
 processes on loopback, jobs from several projects at once, events streamed from the web server,
 cancel, `kill -9` of a worker mid-job and SIGTERM of another."""
 
@@ -41,7 +41,7 @@ JOB_TIMEOUT_S = 400
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     folder = tmp_path_factory.mktemp("cluster")
     cache = tmp_path_factory.mktemp("cluster-cache")
-    running = Cluster(folder, cache, lease_s=LEASE_S)
+    running = Cluster(folder, cache, lease_s=LEASE_S, web_servers=2)
     try:
         running.wait_until_ready([running.start_worker(), running.start_worker()])
         yield running
@@ -92,22 +92,23 @@ def messages(events: list[dict[str, Any]]) -> list[str]:
 def test_two_workers_run_jobs_of_several_projects_at_once_streamed_and_cancelled(
     two_workers: Cluster,
 ) -> None:
-    client = two_workers.client
+    client, other = (web.client for web in two_workers.webs)
     pids = [make_trainable(client)[0] for _ in range(3)]
     slow = [submit(client, pid, SLOW_JOB) for pid in pids[:2]]
     quick = submit(client, pids[2], {"mode": "transfer", "epochs": 3})
-    for jid in slow:
-        assert events_until(client, jid, "epoch")[-1]["event"] == "epoch"
+    for jid, follower in zip(slow, (client, other), strict=True):  # either web server streams
+        assert events_until(follower, jid, "epoch")[-1]["event"] == "epoch"
     running = [client.get(f"/api/jobs/{jid}").json() for jid in slow]
     assert [job["status"] for job in running] == ["running", "running"]
     assert running[0]["worker"] != running[1]["worker"]
     assert client.get(f"/api/jobs/{quick}").json()["status"] == "queued"  # both workers are busy
 
-    for jid in slow:
-        assert client.post(f"/api/jobs/{jid}/cancel").status_code == 202
-    for jid in slow:
-        assert read_events(client, jid, timeout=JOB_TIMEOUT_S)[-1]["event"] == "cancelled"
-        assert client.get(f"/api/jobs/{jid}").json()["status"] == "cancelled"
+    # Each cancelled through the web server that does not stream it.
+    for jid, canceller in zip(slow, (other, client), strict=True):
+        assert canceller.post(f"/api/jobs/{jid}/cancel").status_code == 202
+    for jid, follower in zip(slow, (client, other), strict=True):
+        assert read_events(follower, jid, timeout=JOB_TIMEOUT_S)[-1]["event"] == "cancelled"
+        assert follower.get(f"/api/jobs/{jid}").json()["status"] == "cancelled"
 
     done = wait_for_job(client, quick, {"succeeded", "failed"}, timeout=JOB_TIMEOUT_S)
     assert (done["status"], done["attempts"]) == ("succeeded", 1), done
