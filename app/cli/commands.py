@@ -42,10 +42,18 @@ def params_from_args(args: argparse.Namespace, mode: str | None) -> TrainParams:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides = {
         k: v
-        for k in ("weights", "cache_dir", "data_dir", "device", "host", "port")
+        for k in ("weights", "cache_dir", "data_dir", "device", "host", "port", "broker_url")
         if (v := getattr(args, k, None)) is not None
     }
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        name = str(problem["loc"][0])
+        raise InvalidInput(
+            f"--{name.replace('_', '-')} {problem['input']!r} is not valid: {problem['msg']}. "
+            f"{Settings.model_fields[name].description}"
+        ) from None
 
 
 def cli_cache_dir(settings: Settings) -> Path:
@@ -245,3 +253,16 @@ def command_serve(args: argparse.Namespace) -> int:
 
     serve(settings_from_args(args))
     return 0
+
+
+def command_worker(args: argparse.Namespace) -> int:
+    """A queue worker: needs TEACHBOX_BROKER_URL (or --broker-url) and the web server's data dir."""
+    settings = settings_from_args(args)
+    if not settings.broker_url:
+        raise InvalidInput(
+            "teachbox worker needs a queue: set TEACHBOX_BROKER_URL=redis://host:6379/0 (the web "
+            "server's too) or pass --broker-url."
+        )
+    from app.service.runners.queue_worker import QueueWorker
+
+    return QueueWorker(settings).serve()

@@ -15,6 +15,7 @@ from app.cli.commands import (
     command_serve,
     command_train,
     command_weights,
+    command_worker,
 )
 from app.engine.backbones import BACKBONES
 from app.engine.params import MODE_INFO, Mode, TrainParams
@@ -188,4 +189,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--device", choices=DEVICES, help="Where to train (env TEACHBOX_DEVICE).")
     serve.set_defaults(handler=command_serve)
+
+    worker = sub.add_parser(
+        "worker",
+        help="Run queued jobs for web servers started with TEACHBOX_BROKER_URL: one job at a time on one device.",
+    )
+    worker.add_argument(
+        "--device",
+        help="Where this worker trains: cpu, cuda, cuda:N (one worker per GPU), mps or auto (env TEACHBOX_DEVICE).",
+    )
+    worker.add_argument(
+        "--data-dir",
+        type=Path,
+        help="The web server's data folder, mounted here too (env TEACHBOX_DATA_DIR).",
+    )
+    worker.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="Embeddings cache (default DATA_DIR/cache; env TEACHBOX_CACHE_DIR).",
+    )
+    worker.add_argument(
+        "--weights", type=Path, help="Pretrained backbone weights file (env TEACHBOX_WEIGHTS)."
+    )
+    worker.add_argument(
+        "--broker-url", help="The queue, e.g. redis://127.0.0.1:6379/0 (env TEACHBOX_BROKER_URL)."
+    )
+    worker.set_defaults(handler=command_worker)
     return parser

@@ -63,6 +63,8 @@ def job_from_row(row: sqlite3.Row) -> Job:
         finished_at=row["finished_at"],
         kind=JobKind(row["kind"]),
         kept_mode=row["kept_mode"],
+        worker=row["worker"],
+        attempts=row["attempts"],
     )
 
 
@@ -70,7 +72,7 @@ def image_from_row(row: sqlite3.Row) -> StoredImage:
     return StoredImage(**dict(row))
 
 
-JOB_COLUMNS = "id, project_id, status, params, labels, image_count, metrics, error, created_at, started_at, finished_at, kind, kept_mode"
+JOB_COLUMNS = "id, project_id, status, params, labels, image_count, metrics, error, created_at, started_at, finished_at, kind, kept_mode, worker, attempts"
 
 
 # Added after the first release: a comparison job, and the model a user kept from it (and when).
@@ -78,6 +80,13 @@ JOB_MIGRATIONS = {
     "kind": "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'",
     "kept_mode": "ALTER TABLE jobs ADD COLUMN kept_mode TEXT",
     "kept_at": "ALTER TABLE jobs ADD COLUMN kept_at REAL",
+    # Workers in other processes: who runs the job, how often it was started, the lease the
+    # running worker keeps renewing, a cancel asked from any web process, and the workers lost.
+    "worker": "ALTER TABLE jobs ADD COLUMN worker TEXT",
+    "attempts": "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    "lease_until": "ALTER TABLE jobs ADD COLUMN lease_until REAL",
+    "cancel_requested": "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+    "lost_workers": "ALTER TABLE jobs ADD COLUMN lost_workers INTEGER NOT NULL DEFAULT 0",
 }
 
 

@@ -255,8 +255,16 @@ class JobOut(BaseModel):
     labels: list[str]
     image_count: int
     created_at: datetime
-    started_at: datetime | None
+    started_at: datetime | None = Field(
+        description="When the latest attempt started (a job restarted on another worker starts again)."
+    )
     finished_at: datetime | None
+    worker: str | None = Field(
+        description="The worker that runs or ran the job: `in-process` for the embedded worker, else host:pid:device."
+    )
+    attempts: int = Field(
+        description="How many times a worker started the job: more than 1 after a worker was lost or handed it back."
+    )
     events_url: str
     model_url: str | None = Field(
         description="Where to download the model zip, once the job succeeded."
@@ -282,6 +290,8 @@ class JobOut(BaseModel):
             created_at=_time(job.created_at),
             started_at=_time(job.started_at),
             finished_at=_time(job.finished_at),
+            worker=job.worker,
+            attempts=job.attempts,
             events_url=f"/api/jobs/{job.id}/events",
             model_url=f"/api/jobs/{job.id}/model" if succeeded else None,
         )
