@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     tflite: bool = Field(
         False,
         description="Also put model.tflite (and model.int8.tflite when int8 is on) in each model zip, each checked with the LiteRT interpreter; needs the tflite extra and adds minutes to each export on a small CPU (7 on two shared cores).",
+    )
     broker_url: str | None = Field(
         None,
         description="A Redis URL (redis://host:6379/0): jobs then go through Celery to `teachbox worker` processes instead of the web server's own worker thread. Unset: the embedded worker.",
