@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from app.service.schema import JOB_MIGRATIONS, SCHEMA
+from app.service.schema import JOB_MIGRATIONS, PROJECT_MIGRATIONS, SCHEMA
 
 
 class Database:
@@ -20,10 +20,11 @@ class Database:
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-            for column, statement in JOB_MIGRATIONS.items():
-                if column not in columns:
-                    db.execute(statement)
+            for table, migrations in (("jobs", JOB_MIGRATIONS), ("projects", PROJECT_MIGRATIONS)):
+                columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for column, statement in migrations.items():
+                    if column not in columns:
+                        db.execute(statement)
 
     @contextmanager
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
