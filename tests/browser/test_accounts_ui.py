@@ -101,7 +101,7 @@ def test_a_student_joins_with_the_teachers_code(
     expect(teacher.page.locator("#account-name")).to_have_text("teacher (admin)")
     teacher.page.click("#join-codes-toggle")
     teacher.page.click("#join-code-create")
-    code_shown = teacher.page.get_by_test_id("join-code")
+    code_shown = teacher.page.locator("#join-code-value")
     expect(code_shown).to_have_text(re.compile(r"^[A-Z2-9]{4}-[A-Z2-9]{4}$"))
     code = code_shown.inner_text()
     expect(teacher.page.locator("#join-code-list li")).to_have_count(1)
