@@ -26,7 +26,9 @@ from app.service.records import new_id
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-USERNAME_RULE = "1 to 64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
+USERNAME_RULE = (
+    "1 to 64 letters (a-z, A-Z), digits, '.', '_', '@' or '-', starting with a letter or digit"
+)
 TOKEN_PREFIX = "tbt_"  # recognisable, so that secret scanners and people can tell what leaked
 JOIN_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud or off a board
 JOIN_LENGTH = 8
@@ -73,7 +75,7 @@ def digest(secret: str) -> str:
 
 def check_username(name: str) -> str:
     if not USERNAME.fullmatch(name):
-        raise InvalidInput(f"'{name[:64]}' cannot be a user name: use {USERNAME_RULE}.")
+        raise InvalidInput(f"'{name[:64]}' cannot be a user name: a user name has {USERNAME_RULE}.")
     return name
 
 

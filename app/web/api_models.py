@@ -11,7 +11,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
 from app.engine.params import Mode, TrainParams
-from app.service.accounts import JoinCode, Token
+from app.service.accounts import (
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    USERNAME,
+    USERNAME_RULE,
+    JoinCode,
+    Token,
+)
 from app.service.records import ImageClass, Job, JobKind, JobStatus, Project, StoredImage
 
 MAX_CLASS_NAME = 64
@@ -334,7 +341,28 @@ UserName = Annotated[
         min_length=1, max_length=64, description="The user name, as `teachbox users add` made it."
     ),
 ]
-Password = Annotated[str, Field(min_length=1, max_length=1024)]
+Password = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD)]
+
+
+def _new_user_name(name: str) -> str:
+    if not USERNAME.fullmatch(name):
+        raise ValueError(f"a user name has {USERNAME_RULE}")
+    return name
+
+
+# Checked with a sentence of its own; the schema gives the same rule as a pattern.
+NewUserName = Annotated[
+    str,
+    AfterValidator(_new_user_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": f"^{USERNAME.pattern}$",
+            "description": f"A new user name: {USERNAME_RULE}.",
+        }
+    ),
+]
+NewPassword = Annotated[str, Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
 
 
 class SignIn(_Request):
@@ -402,5 +430,5 @@ class JoinCodeCreated(JoinCodeOut):
 
 class JoinIn(_Request):
     code: str = Field(min_length=1, max_length=64, description="The join code the teacher gave.")
-    username: UserName
-    password: Password
+    username: NewUserName
+    password: NewPassword

@@ -331,11 +331,13 @@ def test_joining_refuses_short_passwords_and_odd_names(shared: Shared) -> None:
     short = shared.anonymous.post(
         "/api/join", json={"code": code, "username": "sam", "password": "short"}
     )
-    assert short.status_code == 422 and "8 to 1024 characters" in short.json()["detail"]
+    assert short.status_code == 422
+    assert "password: String should have at least 8 characters" in short.json()["detail"]
     odd = shared.anonymous.post(
         "/api/join", json={"code": code, "username": "a b", "password": PASSWORD}
     )
-    assert odd.status_code == 422 and "cannot be a user name" in odd.json()["detail"]
+    assert odd.status_code == 422
+    assert "username: a user name has 1 to 64 letters" in odd.json()["detail"]
 
 
 # Secrets at rest and in logs
