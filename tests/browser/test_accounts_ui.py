@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.conftest import DESKTOP, ConsoleLog, LiveServer, serve_in_thread
+from tests.browser.test_foreign_pages import foreign_site  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -128,3 +129,30 @@ def test_a_student_joins_with_the_teachers_code(
     expect(late.page.locator("#join-error")).to_contain_text(
         "Ask your teacher for the current one."
     )
+
+
+def test_another_sites_page_sends_no_session_cookie(
+    visitors: Callable[[], Visitor],
+    accounts_server: LiveServer,
+    foreign_site: str,  # noqa: F811
+) -> None:
+    """Issue 14, item 2: SameSite keeps the cookie off another site's requests, whatever the
+    browser says in Fetch Metadata; seen in the headers Chromium itself sent."""
+    ann = visitors()
+    ann.page.goto("/")
+    ann.sign_in("ann")
+    expect(ann.page.locator("#account-name")).to_have_text("ann")
+    asked: list = []
+    ann.context.on("request", lambda request: "/api/me" in request.url and asked.append(request))
+    me = f"{accounts_server.url}/api/me"
+    assert ann.page.evaluate("(url) => fetch(url).then((r) => r.status)", me) == 200
+    foreign = ann.context.new_page()  # the same browser profile, so the same cookie jar
+    foreign.goto(foreign_site)
+    # The answer is hidden from that page either way (Cross-Origin-Resource-Policy); the request is sent.
+    foreign.evaluate(
+        "(url) => fetch(url, {credentials: 'include', mode: 'no-cors'}).catch(() => 'hidden')", me
+    )
+    own, theirs = asked[-2], asked[-1]
+    assert "teachbox_session=" in own.all_headers().get("cookie", "")
+    assert theirs.frame.page is foreign
+    assert "cookie" not in theirs.all_headers()

@@ -7,6 +7,7 @@ the API: signing in, cookies, tokens, join codes, the throttle, and who sees whi
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import re
 import sqlite3
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.cli.main import main
 from app.config import Settings
 from app.service.accounts import Accounts, User
 from app.service.throttle import FAILURES_PER_ADDRESS, FAILURES_PER_NAME
@@ -450,31 +452,58 @@ def teachbox(*args: str, password: str | None = None) -> subprocess.CompletedPro
     )
 
 
-def test_users_add_list_passwd_remove(tmp_path: Path) -> None:
+def test_users_add_reads_the_password_from_standard_input(tmp_path: Path) -> None:
     where = ("--data-dir", str(tmp_path))
     added = teachbox("users", "add", "teacher", "--admin", *where, password=PASSWORD + "\n")
     assert added.returncode == 0 and added.stdout.strip() == "Added admin teacher."
-    assert teachbox("users", "add", "ann", *where, password=PASSWORD + "\n").returncode == 0
-    assert teachbox("users", "list", *where).stdout.splitlines() == ["teacher  (admin)", "ann"]
-    accounts = Accounts(tmp_path / "teachbox.sqlite")
-    assert accounts.authenticate("ann", PASSWORD) is not None
-    changed = teachbox("users", "passwd", "ann", *where, password="a new long password\n")
-    assert changed.returncode == 0
-    assert accounts.authenticate("ann", PASSWORD) is None
-    assert accounts.authenticate("ann", "a new long password") is not None
-    assert teachbox("users", "remove", "ann", *where).returncode == 0
     assert teachbox("users", "list", *where).stdout.splitlines() == ["teacher  (admin)"]
+    assert Accounts(tmp_path / "teachbox.sqlite").authenticate("teacher", PASSWORD) is not None
 
 
-def test_users_commands_say_what_is_wrong(tmp_path: Path) -> None:
+def run_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str, stdin: str = ""
+) -> tuple[int, str, str]:
+    """The command in this process (it imports torch, so a subprocess each costs seconds), with
+    `stdin` as its standard input: not a terminal, as when a script pipes a password in."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_users_list_passwd_remove(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     where = ("--data-dir", str(tmp_path))
-    short = teachbox("users", "add", "ann", *where, password="short\n")
-    assert short.returncode == 2 and "A password needs 8 to 1024 characters" in short.stderr
-    teachbox("users", "add", "ann", *where, password=PASSWORD + "\n")
-    again = teachbox("users", "add", "ANN", *where, password=PASSWORD + "\n")
-    assert again.returncode == 2 and "The name 'ANN' is taken" in again.stderr
-    missing = teachbox("users", "passwd", "nobody", *where, password=PASSWORD + "\n")
-    assert missing.returncode == 2 and "There is no user named 'nobody'" in missing.stderr
+    for name in ("teacher", "ann"):
+        assert run_cli(monkeypatch, capsys, "users", "add", name, *where, stdin=PASSWORD)[0] == 0
+    assert run_cli(monkeypatch, capsys, "users", "list", *where)[1].splitlines() == [
+        "teacher",
+        "ann",
+    ]
+    accounts = Accounts(tmp_path / "teachbox.sqlite")
+    new = "a new long password"
+    assert run_cli(monkeypatch, capsys, "users", "passwd", "ann", *where, stdin=new + "\n")[0] == 0
+    assert accounts.authenticate("ann", PASSWORD) is None
+    assert accounts.authenticate("ann", new) is not None
+    status, out, _ = run_cli(monkeypatch, capsys, "users", "remove", "ann", *where)
+    assert status == 0 and out.startswith("Removed ann; their projects stay")
+    assert run_cli(monkeypatch, capsys, "users", "list", *where)[1].splitlines() == ["teacher"]
+
+
+def test_users_commands_say_what_is_wrong(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = ("--data-dir", str(tmp_path))
+    status, _, err = run_cli(monkeypatch, capsys, "users", "add", "ann", *where, stdin="short\n")
+    assert status == 2 and "A password needs 8 to 1024 characters" in err
+    run_cli(monkeypatch, capsys, "users", "add", "ann", *where, stdin=PASSWORD)
+    status, _, err = run_cli(monkeypatch, capsys, "users", "add", "ANN", *where, stdin=PASSWORD)
+    assert status == 2 and "The name 'ANN' is taken" in err
+    status, _, err = run_cli(
+        monkeypatch, capsys, "users", "passwd", "nobody", *where, stdin=PASSWORD
+    )
+    assert status == 2 and "There is no user named 'nobody'" in err
 
 
 def test_serve_refuses_an_open_host_without_accounts(tmp_path: Path) -> None:
@@ -482,10 +511,14 @@ def test_serve_refuses_an_open_host_without_accounts(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert "without accounts" in refused.stderr and "TEACHBOX_AUTH=accounts" in refused.stderr
     assert "TEACHBOX_OPEN_HOST=true" in refused.stderr
-    nobody = teachbox(
-        "serve", "--host", "0.0.0.0", "--auth", "accounts", "--data-dir", str(tmp_path)
-    )
-    assert nobody.returncode == 2 and "teachbox users add NAME --admin" in nobody.stderr
+
+
+def test_serve_refuses_accounts_without_a_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("serve", "--host", "0.0.0.0", "--auth", "accounts", "--data-dir", str(tmp_path))
+    status, _, err = run_cli(monkeypatch, capsys, *args)
+    assert status == 2 and "teachbox users add NAME --admin" in err
 
 
 def test_serve_on_an_open_host_when_insisted(tmp_path: Path, cache_dir: Path) -> None:
