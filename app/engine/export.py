@@ -29,6 +29,7 @@ from app.engine.parity import (
 from app.engine.quantize import compare_models, quantize_model
 from app.engine.samples import EXPECTED, SAMPLE_NAMES, write_samples
 from app.engine.training import TrainResult
+from app.engine.web_page import ORT_WEB_VERSION, WEB_DIR, WEB_MEMBERS, page_files
 from app.engine.zip_texts import INT8_LINE, PREDICT_PY, PREPROCESS_PY, README_MD
 
 INT8_MEMBER = "model.int8.onnx"
@@ -42,6 +43,7 @@ ZIP_MEMBERS = (
     "preprocess.py",
     *SAMPLE_NAMES,
     EXPECTED,
+    *WEB_MEMBERS,
 )
 _PACKAGES = (
     "teachbox",
@@ -152,7 +154,7 @@ def export_model_zip(
             raise InternalFailure(
                 f"The exported model disagrees with PyTorch ({parity}). Train again, or report this as a bug."
             )
-        members = list(ZIP_MEMBERS)
+        members = [name for name in ZIP_MEMBERS if name not in WEB_MEMBERS]
         int8_report = None
         if result.params.int8:
             quantize_model(
@@ -194,6 +196,7 @@ def export_model_zip(
                 resize=prep.resize_size,
                 mean=json.dumps(list(prep.mean)),
                 std=json.dumps(list(prep.std)),
+                ort_version=ORT_WEB_VERSION,
             ),
             "predict.py": PREDICT_PY,
             "preprocess.py": PREPROCESS_PY,
@@ -210,10 +213,18 @@ def export_model_zip(
                     name,
                     compress_type=zipfile.ZIP_STORED if binary else zipfile.ZIP_DEFLATED,
                 )
+            add_page(archive)
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())
         partial.replace(out_path)
     return metadata
+
+
+def add_page(archive: zipfile.ZipFile) -> None:
+    """The model page under web/. The fastest deflate level: the 14 MB runtime shrinks to 4 MB in
+    0.3 s, where the default level saves another 0.7 MB for a second more on every export."""
+    for name, source in page_files().items():
+        archive.write(source, f"{WEB_DIR}/{name}", zipfile.ZIP_DEFLATED, compresslevel=1)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

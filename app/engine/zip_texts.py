@@ -107,12 +107,32 @@ Labels, in output order: {labels}.
   `python predict.py --check` does it for this folder.
 - `model.safetensors`: the full PyTorch weights, to continue training (never pickle).
 - `README.md`: this file.
+- `web/index.html`, `web/model-page.js`, `web/model-page.css`, `web/icon.svg` and `web/preprocess.js`: a web page
+  that classifies a chosen image or the webcam in the browser, offline (see "Web page" below).
+  `web/preprocess.js` is `preprocess.py` ported to JavaScript, Pillow's resize bit for bit.
+- `web/ort/ort.wasm.min.js`, `web/ort/ort-wasm-simd-threaded.mjs`,
+  `web/ort/ort-wasm-simd-threaded.wasm` and `web/ort/LICENSE`: ONNX Runtime Web {ort_version}
+  (WebAssembly only, MIT licence), which the page runs the model with; nothing comes from a CDN.
 
 ## Python
 
     pip install onnxruntime pillow numpy
     python predict.py photo.jpg            # --top N labels per image; --int8 runs model.int8.onnx
     python predict.py --check              # the samples give the expected answers here
+
+## Web page
+
+    python -m http.server 8000         # in this folder, then open http://localhost:8000/web/
+
+Choose an image, or press Webcam (Switch camera changes between the front and back cameras).
+Each class gets a bar, the most likely first; "Not sure" appears when the best probability is
+below the model's `unsure_below` (in `metadata.json`, when it has one). The page reads
+`../metadata.json` and `../model.onnx` (a choice offers `model.int8.onnx` when it is here), so
+copy `web/` together with them; any static server works, and it runs under a strict
+Content-Security-Policy (`script-src 'self' 'wasm-unsafe-eval'`, no inline script or style).
+Opening `web/index.html` as a file does not work: browsers refuse `fetch` from `file://`.
+It answers what `predict.py` answers (within 1e-5 on photos and on `samples/rgb.png` and
+`samples/transparent.png`); 16-bit images differ slightly, as the browser decodes them to 8 bits.
 
 ## Preprocessing (do exactly this in any other runtime)
 
@@ -123,6 +143,11 @@ divide by `std` per channel; lay out as channels, rows, columns. A resize other 
 (a browser canvas, a phone's bitmap scaler) changes pixels slightly, and so probabilities a little.
 
 ## JavaScript (onnxruntime-web)
+
+`web/preprocess.js` does the preprocessing exactly (`pixelsToInput(rgba, width, height,
+metadata)` on pixels decoded with `createImageBitmap(file, {{imageOrientation: "from-image",
+colorSpaceConversion: "none", premultiplyAlpha: "none"}})`, as `decodeFile` does). The shorter
+version below uses the canvas's own resize, which moves probabilities a little:
 
 ```js
 import * as ort from "onnxruntime-web";

@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_job_per_project ON jobs (project_id)
     WHERE status IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_id, created_at);
+CREATE TABLE IF NOT EXISTS shares (
+    project_id TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+    token TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS job_events (
     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, seq INTEGER NOT NULL,
     type TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (job_id, seq));

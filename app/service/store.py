@@ -31,13 +31,14 @@ from app.service.schema import (
     PROJECT_QUERY,
     image_from_row,
 )
+from app.service.share_table import ShareTable
 from app.service.uploads import (
     PreparedImage,
     clean_filename,
 )
 
 
-class Store(JobTable):
+class Store(JobTable, ShareTable):
     """All metadata and files of one data dir; every path under it is made here. Thread-safe."""
 
     def __init__(self, data_dir: Path) -> None:

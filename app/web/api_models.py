@@ -432,3 +432,18 @@ class JoinIn(_Request):
     code: str = Field(min_length=1, max_length=64, description="The join code the teacher gave.")
     username: NewUserName
     password: NewPassword
+
+
+class ShareOut(BaseModel):
+    """A project's share link: anyone with the URL runs its current model in their own browser."""
+
+    shared: bool = Field(
+        description="Whether the project is shared; the other fields are null when not."
+    )
+    url: str | None = Field(
+        default=None, description="The page that runs the model, with no sign-in: `/s/<token>/`."
+    )
+    token: str | None = Field(default=None, description="The unguessable part of the URL.")
+    embed: str | None = Field(
+        default=None, description="An `<iframe>` snippet that embeds the page in another site."
+    )

@@ -37,6 +37,7 @@ from app.web.routes import (
     pages,
     predict,
     projects,
+    shares,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,9 +101,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         compare,
         data_health,
         predict,
+        shares,
         pages,
     ):
         app.include_router(module.router)
+    app.include_router(shares.pages)
     if app.state.accounts is not None:
         app.include_router(accounts.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")

@@ -81,6 +81,9 @@ export const api = {
   modelUrl: (jid, mode) => `${job(jid)}/model${mode ? `?mode=${encodeURIComponent(mode)}` : ""}`,
   startCompare: (pid, params) => request("POST", `${project(pid)}/compare`, params),
   keepModel: (jid, mode) => request("POST", `${job(jid)}/keep`, { mode }),
+  getShare: (pid) => request("GET", `${project(pid)}/share`),
+  share: (pid) => request("POST", `${project(pid)}/share`),
+  unshare: (pid) => request("DELETE", `${project(pid)}/share`),
   getHealth: (pid, curve = true) => request("GET", `${project(pid)}/health?curve=${curve}`),
   predict(pid, file) {
     const form = new FormData();

@@ -274,6 +274,21 @@ def test_another_user_gets_404_on_everything_of_a_project(two_users: dict[str, A
     assert bob.get("/api/projects").json() == []
 
 
+def test_a_share_link_works_signed_out_but_only_its_owner_makes_it(
+    two_users: dict[str, Any], shared: Shared
+) -> None:
+    ann, bob, pid = two_users["ann"], two_users["bob"], two_users["pid"]
+    assert bob.post(f"/api/projects/{pid}/share").status_code == 404
+    assert bob.get(f"/api/projects/{pid}/share").status_code == 404
+    link = ann.post(f"/api/projects/{pid}/share")
+    assert link.status_code == 201
+    token = link.json()["token"]
+    assert shared.anonymous.get(f"/s/{token}/").status_code == 200
+    assert shared.anonymous.get(f"/s/{token}/metadata.json").status_code == 200
+    assert bob.delete(f"/api/projects/{pid}/share").status_code == 404
+    assert shared.anonymous.get(f"/s/{token}/").status_code == 200
+
+
 def test_an_admin_sees_and_manages_everyones_projects(two_users: dict[str, Any]) -> None:
     admin, bob, pid = two_users["admin"], two_users["bob"], two_users["pid"]
     own = create_project(bob, "bob's")
