@@ -71,11 +71,15 @@ COPY scripts/docker-entrypoint.sh /usr/local/bin/teachbox-entrypoint
 
 USER teachbox
 WORKDIR /home/teachbox
+# 0.0.0.0 inside the container is what makes the published port reach the server, so without
+# accounts it is insisted on (TEACHBOX_OPEN_HOST): publish on 127.0.0.1 only, or run the
+# container with TEACHBOX_AUTH=accounts (and a user from `teachbox users add`).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TORCH_HOME=/home/teachbox/.cache/torch \
     TEACHBOX_DATA_DIR=/home/teachbox/data \
     TEACHBOX_HOST=0.0.0.0 \
+    TEACHBOX_OPEN_HOST=true \
     TEACHBOX_PORT=8000
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

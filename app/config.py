@@ -27,6 +27,20 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Host names requests may address besides 127.0.0.1, localhost, [::1] and HOST (any port), comma-separated: the names a reverse proxy forwards. Others get 400.",
     )
+    auth: Literal["none", "accounts"] = Field(
+        "none",
+        description="none: one trusted user, no sign-in (for a server on loopback). accounts: everyone signs in (teachbox users add NAME) and sees only their own projects; admins see all.",
+    )
+    open_host: bool = Field(
+        False,
+        description="Serve on a non-loopback HOST with AUTH=none anyway (refused otherwise): only when something in front already decides who may come in.",
+    )
+    session_hours: float = Field(
+        168.0,
+        gt=0,
+        le=24 * 366,
+        description="Hours a sign-in lasts before the browser must sign in again (AUTH=accounts).",
+    )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
         description="Where projects, images, models and the SQLite database are stored.",

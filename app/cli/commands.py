@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from app.engine.params import Mode, TrainParams
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
     from app.engine.context import RunContext
     from app.engine.dataset import Dataset
+    from app.service.accounts import Accounts
     from app.service.records import Project
     from app.service.store import Store
 
@@ -42,7 +44,17 @@ def params_from_args(args: argparse.Namespace, mode: str | None) -> TrainParams:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides = {
         k: v
-        for k in ("weights", "cache_dir", "data_dir", "device", "host", "port", "broker_url")
+        for k in (
+            "weights",
+            "cache_dir",
+            "data_dir",
+            "device",
+            "host",
+            "port",
+            "broker_url",
+            "auth",
+            "open_host",
+        )
         if (v := getattr(args, k, None)) is not None
     }
     try:
@@ -266,3 +278,50 @@ def command_worker(args: argparse.Namespace) -> int:
     from app.service.runners.queue_worker import QueueWorker
 
     return QueueWorker(settings).serve()
+
+
+def _accounts(args: argparse.Namespace) -> Accounts:
+    from app.service.accounts import Accounts
+    from app.service.store import Store
+
+    return Accounts(Store(settings_from_args(args).data_dir).db_path)
+
+
+def read_password(prompt: str = "Password: ") -> str:
+    """The first line of standard input when it is not a terminal; else asked twice, unechoed."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass(prompt)
+    if getpass.getpass("Again: ") != first:
+        raise InvalidInput("The two passwords differ. Run the command again.")
+    return first
+
+
+def command_users_add(args: argparse.Namespace) -> int:
+    accounts = _accounts(args)
+    user = accounts.add_user(args.name, read_password(), admin=args.admin)
+    print(f"Added {'admin ' if user.admin else ''}{user.name}.")
+    return 0
+
+
+def command_users_list(args: argparse.Namespace) -> int:
+    users = _accounts(args).list_users()
+    if not users:
+        print("No users yet. Add one with: teachbox users add NAME --admin")
+    for user in users:
+        print(f"{user.name}{'  (admin)' if user.admin else ''}")
+    return 0
+
+
+def command_users_remove(args: argparse.Namespace) -> int:
+    _accounts(args).remove_user(args.name)
+    print(f"Removed {args.name}; their projects stay, and admins see them.")
+    return 0
+
+
+def command_users_passwd(args: argparse.Namespace) -> int:
+    accounts = _accounts(args)
+    accounts.user_named(args.name)  # before asking for a password
+    accounts.set_password(args.name, read_password("New password: "))
+    print(f"Set a new password for {args.name}; their sign-ins ended.")
+    return 0

@@ -14,6 +14,10 @@ from app.cli.commands import (
     command_predict,
     command_serve,
     command_train,
+    command_users_add,
+    command_users_list,
+    command_users_passwd,
+    command_users_remove,
     command_weights,
     command_worker,
 )
@@ -188,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", type=Path, help="Pretrained backbone weights file (env TEACHBOX_WEIGHTS)."
     )
     serve.add_argument("--device", choices=DEVICES, help="Where to train (env TEACHBOX_DEVICE).")
+    serve.add_argument(
+        "--auth",
+        choices=["none", "accounts"],
+        help="none: one trusted user (default); accounts: everyone signs in (env TEACHBOX_AUTH).",
+    )
+    serve.add_argument(
+        "--open-host",
+        action="store_true",
+        default=None,
+        help="Serve a non-loopback --host without accounts anyway (env TEACHBOX_OPEN_HOST).",
+    )
     serve.set_defaults(handler=command_serve)
 
     worker = sub.add_parser(
@@ -215,4 +230,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker-url", help="The queue, e.g. redis://127.0.0.1:6379/0 (env TEACHBOX_BROKER_URL)."
     )
     worker.set_defaults(handler=command_worker)
+
+    add_users_parser(sub)
     return parser
+
+
+def add_users_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`teachbox users add|list|remove|passwd`: the accounts of a server with TEACHBOX_AUTH=accounts."""
+    users = sub.add_parser(
+        "users", help="Manage the accounts of a shared server (TEACHBOX_AUTH=accounts)."
+    )
+    actions = users.add_subparsers(dest="action", required=True)
+    data_dir_help = "The server's data folder (env TEACHBOX_DATA_DIR)."
+    password_help = (
+        "The password is read from standard input (its first line), or asked twice at a terminal."
+    )
+    add = actions.add_parser("add", help="Add a user. " + password_help)
+    add.add_argument("name")
+    add.add_argument(
+        "--admin",
+        action="store_true",
+        help="An admin sees and manages every project and makes join codes.",
+    )
+    add.set_defaults(handler=command_users_add)
+    listing = actions.add_parser("list", help="List the users.")
+    listing.set_defaults(handler=command_users_list)
+    remove = actions.add_parser(
+        "remove", help="Remove a user; their projects stay, for admins to see."
+    )
+    remove.add_argument("name")
+    remove.set_defaults(handler=command_users_remove)
+    passwd = actions.add_parser(
+        "passwd", help="Set a user's password; their sign-ins end. " + password_help
+    )
+    passwd.add_argument("name")
+    passwd.set_defaults(handler=command_users_passwd)
+    for action in (add, listing, remove, passwd):
+        action.add_argument("--data-dir", type=Path, help=data_dir_help)

@@ -51,8 +51,16 @@ class Conflict(TeachboxError):
     """The request clashes with the current state: a job is running, a model is not trained yet."""
 
 
+class Unauthorized(TeachboxError):
+    """The request carries no valid sign-in session or token, on a server with accounts."""
+
+
+class TooManyRequests(TeachboxError):
+    """Too many failed attempts (signing in, joining) in a short time: wait, then try again."""
+
+
 class Forbidden(TeachboxError):
-    """The request may not do this from where it came: another site's page."""
+    """The request may not do this: it came from another site's page, or needs an admin."""
 
 
 class TooLarge(TeachboxError):

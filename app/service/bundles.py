@@ -280,8 +280,10 @@ def open_bundle(
     settings: Settings,
     project_name: NameCheck,
     class_name: NameCheck,
+    owner_id: str | None = None,
 ) -> Project:
-    """A new project from a bundle; a bundle refused at any step leaves nothing behind."""
+    """A new project from a bundle, owned by `owner_id` (accounts); a bundle refused at any step
+    leaves nothing behind."""
     try:
         archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError):
@@ -295,7 +297,7 @@ def open_bundle(
         manifest = _check_manifest(
             _read_manifest(archive, settings), names, project_name, class_name
         )
-        project = store.create_project(manifest.name)
+        project = store.create_project(manifest.name, owner_id=owner_id)
         try:
             images = _add_images(archive, manifest, project, store, settings)
             if manifest.model is not None:

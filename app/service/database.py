@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from app.service.schema import JOB_MIGRATIONS, SCHEMA
+from app.service.schema import JOB_MIGRATIONS, PROJECT_MIGRATIONS, SCHEMA
 
 
 class Database:
@@ -22,10 +22,11 @@ class Database:
             db.executescript(SCHEMA)
         # In one write transaction: a web server and its queue's workers may open it at once.
         with self._db(write=True) as db:
-            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-            for column, statement in JOB_MIGRATIONS.items():
-                if column not in columns:
-                    db.execute(statement)
+            for table, migrations in (("jobs", JOB_MIGRATIONS), ("projects", PROJECT_MIGRATIONS)):
+                columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for column, statement in migrations.items():
+                    if column not in columns:
+                        db.execute(statement)
 
     @contextmanager
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:

@@ -35,6 +35,7 @@ class Project:
     id: str
     name: str
     created_at: float
+    owner_id: str | None = None
     class_count: int = 0
     image_count: int = 0
 

@@ -15,6 +15,18 @@ from app.service.records import (
 )
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE, password_hash TEXT NOT NULL,
+    admin INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS credentials (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, name TEXT, created_at REAL NOT NULL,
+    expires_at REAL);
+CREATE INDEX IF NOT EXISTS credentials_by_user ON credentials (user_id, kind);
+CREATE TABLE IF NOT EXISTS join_codes (
+    id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE,
+    created_by TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE, created_at REAL NOT NULL,
+    expires_at REAL NOT NULL, uses INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS projects (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS classes (
@@ -90,8 +102,15 @@ JOB_MIGRATIONS = {
 }
 
 
+# Added with accounts: who owns a project (NULL for projects made without accounts, or whose
+# owner was removed: only admins see those).
+PROJECT_MIGRATIONS = {
+    "owner_id": "ALTER TABLE projects ADD COLUMN owner_id TEXT REFERENCES users(id) ON DELETE SET NULL",
+}
+
+
 PROJECT_QUERY = """
-SELECT p.id, p.name, p.created_at,
+SELECT p.id, p.name, p.created_at, p.owner_id,
        (SELECT COUNT(*) FROM classes c WHERE c.project_id = p.id) AS class_count,
        (SELECT COUNT(*) FROM images i WHERE i.project_id = p.id) AS image_count
 FROM projects p"""

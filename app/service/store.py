@@ -102,18 +102,22 @@ class Store(JobTable, ShareTable):
 
     # Projects
 
-    def create_project(self, name: str) -> Project:
-        project = Project(id=new_id(), name=name, created_at=time.time())
+    def create_project(self, name: str, owner_id: str | None = None) -> Project:
+        project = Project(id=new_id(), name=name, created_at=time.time(), owner_id=owner_id)
         with self._db(write=True) as db:
             db.execute(
-                "INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)",
-                (project.id, name, project.created_at),
+                "INSERT INTO projects (id, name, created_at, owner_id) VALUES (?, ?, ?, ?)",
+                (project.id, name, project.created_at, owner_id),
             )
         return project
 
-    def list_projects(self) -> list[Project]:
+    def list_projects(self, owner_id: str | None = None, everyone: bool = True) -> list[Project]:
+        """Every project, or (with `everyone` false) only those `owner_id` owns."""
+        query, args = PROJECT_QUERY, []
+        if not everyone:
+            query, args = query + " WHERE p.owner_id = ?", [owner_id]
         with self._db() as db:
-            rows = db.execute(PROJECT_QUERY + " ORDER BY p.created_at, p.rowid").fetchall()
+            rows = db.execute(query + " ORDER BY p.created_at, p.rowid", args).fetchall()
         return [Project(**dict(row)) for row in rows]
 
     def get_project(self, project_id: str) -> Project | None:

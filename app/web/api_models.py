@@ -11,6 +11,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.json_schema import SkipJsonSchema, WithJsonSchema
 
 from app.engine.params import Mode, TrainParams
+from app.service.accounts import (
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    USERNAME,
+    USERNAME_RULE,
+    JoinCode,
+    Token,
+)
 from app.service.records import ImageClass, Job, JobKind, JobStatus, Project, StoredImage
 
 MAX_CLASS_NAME = 64
@@ -333,6 +341,107 @@ class ValidationErrorOut(ErrorOut):
         default_factory=list,
         description="pydantic's errors (`loc`, `msg`, `type`, `input`), when the request did not validate.",
     )
+
+
+# Accounts (TEACHBOX_AUTH=accounts)
+
+UserName = Annotated[
+    str,
+    Field(
+        min_length=1, max_length=64, description="The user name, as `teachbox users add` made it."
+    ),
+]
+Password = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD)]
+
+
+def _new_user_name(name: str) -> str:
+    if not USERNAME.fullmatch(name):
+        raise ValueError(f"a user name has {USERNAME_RULE}")
+    return name
+
+
+# Checked with a sentence of its own; the schema gives the same rule as a pattern.
+NewUserName = Annotated[
+    str,
+    AfterValidator(_new_user_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": f"^{USERNAME.pattern}$",
+            "description": f"A new user name: {USERNAME_RULE}.",
+        }
+    ),
+]
+NewPassword = Annotated[str, Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
+
+
+class SignIn(_Request):
+    username: UserName
+    password: Password
+
+
+class Me(BaseModel):
+    username: str
+    admin: bool = Field(description="Admins see and manage every project and make join codes.")
+
+
+class TokenIn(_Request):
+    name: str | None = Field(
+        None, max_length=100, description="What the token is for, to tell tokens apart in the list."
+    )
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, token: Token) -> TokenOut:
+        return cls(id=token.id, name=token.name, created_at=_time(token.created_at))
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(
+        description="The secret, shown this once: send it as `Authorization: Bearer <token>`."
+    )
+
+
+class JoinCodeIn(_Request):
+    hours: float = Field(
+        24.0,
+        gt=0,
+        le=24 * 30,
+        description="How long the code stays open, in hours (at most 30 days).",
+    )
+
+
+class JoinCodeOut(BaseModel):
+    id: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    uses: int = Field(description="How many accounts were made with it.")
+
+    @classmethod
+    def of(cls, code: JoinCode) -> JoinCodeOut:
+        return cls(
+            id=code.id,
+            created_by=code.created_by,
+            created_at=_time(code.created_at),
+            expires_at=_time(code.expires_at),
+            uses=code.uses,
+        )
+
+
+class JoinCodeCreated(JoinCodeOut):
+    code: str = Field(description="The code to give the students, shown this once.")
+
+
+class JoinIn(_Request):
+    code: str = Field(min_length=1, max_length=64, description="The join code the teacher gave.")
+    username: NewUserName
+    password: NewPassword
 
 
 class ShareOut(BaseModel):

@@ -26,6 +26,8 @@ from app.engine.errors import (
     TeachboxError,
     TimedOut,
     TooLarge,
+    TooManyRequests,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -77,6 +79,7 @@ def error_response(
 # The one place where a kind of error becomes an HTTP status.
 STATUS_CODES: dict[type[TeachboxError], int] = {
     InvalidRequest: 400,
+    Unauthorized: 401,
     Forbidden: 403,
     NotFound: 404,
     TimedOut: 408,
@@ -84,6 +87,7 @@ STATUS_CODES: dict[type[TeachboxError], int] = {
     TooLarge: 413,
     UnsupportedMediaType: 415,
     InvalidInput: 422,
+    TooManyRequests: 429,
     InternalFailure: 500,
     Unavailable: 503,
     StorageFull: 507,

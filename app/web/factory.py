@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,14 +14,18 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
+from app.engine.errors import InvalidInput
+from app.service.accounts import Accounts
 from app.service.runners import build_runner
 from app.service.store import Store
+from app.service.throttle import SignInThrottle
 from app.service.warm_models import WarmModels
 from app.web.errors import install_error_handlers
 from app.web.guard import RequestGuard, allowed_host_names
 from app.web.middleware import BodyLimit, SecurityHeaders
 from app.web.openapi import install_openapi
 from app.web.routes import (
+    accounts,
     bundles,
     classes,
     compare,
@@ -69,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.event_log, app.state.runner = build_runner(store, app.state.models, settings)
     app.state.templates = Jinja2Templates(directory=TEMPLATES_DIR)
     app.state.is_stopping = lambda: False
+    app.state.accounts = Accounts(store.db_path) if settings.auth == "accounts" else None
+    app.state.throttle = SignInThrottle()
     install_error_handlers(app)
     body_limit = int(settings.max_request_mb * 1e6)
     app.add_middleware(
@@ -78,7 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         min_bytes_per_s=settings.upload_min_kb_s * 1e3,
     )
     app.add_middleware(
-        RequestGuard, allowed_hosts=allowed_host_names(settings.host, settings.allowed_hosts)
+        RequestGuard,
+        allowed_hosts=allowed_host_names(settings.host, settings.allowed_hosts),
+        accounts=app.state.accounts,
     )
     # Added last, so outermost: an early 400, 403 or 413, and even a crash, carry the headers.
     app.add_middleware(SecurityHeaders)
@@ -98,14 +107,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(shares.pages)
+    if app.state.accounts is not None:
+        app.include_router(accounts.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     install_openapi(app)
     return app
 
 
+def is_loopback(host: str) -> bool:
+    name = host.strip().lower().strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_unsafe_start(settings: Settings, user_count: int | None) -> None:
+    """A server others can reach must have accounts (or be told that something else guards it);
+    a server with accounts needs a user who can sign in."""
+    if settings.auth == "none" and not is_loopback(settings.host) and not settings.open_host:
+        raise InvalidInput(
+            f"Teachbox would listen on {settings.host} without accounts, so anyone who reaches it could see, change and delete every project. "
+            "Turn accounts on with TEACHBOX_AUTH=accounts (or --auth accounts) after adding a user with `teachbox users add NAME --admin`; "
+            "or, if a proxy in front already decides who may come in, insist with TEACHBOX_OPEN_HOST=true (or --open-host)."
+        )
+    if settings.auth == "accounts" and user_count == 0:
+        raise InvalidInput(
+            "Accounts are on but there is no user yet, so nobody could sign in. "
+            f"Add one first: teachbox users add NAME --admin --data-dir {settings.data_dir}"
+        )
+
+
 def serve(settings: Settings) -> None:
     """Run the app with uvicorn; event streams end when a shutdown begins, so it never hangs on them."""
     app = create_app(settings)
+    accounts_ = app.state.accounts
+    refuse_unsafe_start(settings, accounts_.user_count() if accounts_ is not None else None)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -1,10 +1,14 @@
-"""The one place that decides whether a request may reach a route at all: which host it names, and
-which site sent it. Accounts, when they come, add their credential check here, after these two.
+"""The one place that decides whether a request may reach a route at all: which host it names,
+which site sent it, and (with TEACHBOX_AUTH=accounts) whose credentials it carries.
 
 - Host: only the loopback names, the bind address and ALLOWED_HOSTS. A page on another site whose
   name its owner points at 127.0.0.1 (DNS rebinding) sends its own name as Host, so it gets 400.
 - Site: an unsafe method (POST, PUT, PATCH, DELETE) from another site's page gets 403. Browsers
   say where a request comes from in `Sec-Fetch-Site` and `Origin`; scripts send neither and pass.
+- Credentials: with accounts, every /api/ route but the health check, signing in and joining
+  needs a session cookie or an `Authorization: Bearer` token (401 otherwise). The page shell,
+  /static, /docs and share links (`/s/...`) stay public; their data comes from /api/.
+  Whoever it is, is put in `scope["state"]["caller"]` for the routes.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.engine.errors import Forbidden, InvalidRequest
+from app.engine.errors import Forbidden, InvalidRequest, Unauthorized
+from app.service.accounts import ANYONE, Accounts, Caller, CredentialKind
 from app.web.middleware import send_error
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
@@ -23,6 +29,10 @@ WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::", "[::]"})
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FOREIGN_SITES = frozenset({"cross-site", "same-site"})
 MAX_ECHOED_HOST = 100
+SESSION_COOKIE = "teachbox_session"
+# The /api/ routes anyone may call on a server with accounts (method, path).
+PUBLIC_API = frozenset({("POST", "/api/session"), ("POST", "/api/join")})
+PUBLIC_PATHS = frozenset({"/api/health"})
 
 
 HOST_HEADER = re.compile(r"(\[[0-9a-f:.]*\]|[^:\[\]]*)(:[0-9]*)?")
@@ -80,12 +90,50 @@ def foreign_origin(origin: str | None, scheme: str, host: str) -> bool:
     return _origin_parts(claimed.scheme, claimed.netloc) != _origin_parts(scheme, host)
 
 
-class RequestGuard:
-    """Refuses requests for hosts other than the allowed names (400) and unsafe requests from other sites (403)."""
+def needs_credentials(method: str, path: str) -> bool:
+    """Whether, on a server with accounts, this request needs a session or a token."""
+    if not path.startswith("/api/") or path in PUBLIC_PATHS:
+        return False
+    return (method.upper(), path) not in PUBLIC_API
 
-    def __init__(self, app: ASGIApp, allowed_hosts: frozenset[str]) -> None:
+
+def bearer_token(scope: Scope) -> str | None:
+    scheme, _, token = (_header(scope, b"authorization") or "").strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def session_secret(scope: Scope) -> str | None:
+    return cookie_parser(_header(scope, b"cookie") or "").get(SESSION_COOKIE) or None
+
+
+def find_caller(accounts: Accounts, scope: Scope) -> Caller | None:
+    """The user whose token (else whose session cookie) the request carries, if it is valid.
+
+    One indexed SQLite read, on the event loop: cheaper than the hop to a thread would be."""
+    token = bearer_token(scope)
+    if token is not None:
+        user = accounts.user_for(token, CredentialKind.TOKEN)
+    else:
+        secret = session_secret(scope)
+        user = accounts.user_for(secret, CredentialKind.SESSION) if secret else None
+    return Caller(user) if user else None
+
+
+NOT_SIGNED_IN = Unauthorized(
+    "Sign in first: open Teachbox in the browser, or send `Authorization: Bearer <token>` with a token from POST /api/tokens."
+)
+
+
+class RequestGuard:
+    """Refuses requests for hosts other than the allowed names (400), unsafe requests from other
+    sites (403) and, with accounts, requests without valid credentials (401)."""
+
+    def __init__(
+        self, app: ASGIApp, allowed_hosts: frozenset[str], accounts: Accounts | None = None
+    ) -> None:
         self.app = app
         self.allowed_hosts = allowed_hosts
+        self.accounts = accounts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,6 +151,11 @@ class RequestGuard:
                 ),
             )
             return
+        caller = ANYONE if self.accounts is None else find_caller(self.accounts, scope)
+        if caller is None and needs_credentials(scope["method"], scope["path"]):
+            await send_error(send, NOT_SIGNED_IN)
+            return
+        scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
 
     def _from_another_site(self, scope: Scope, host: str) -> bool:

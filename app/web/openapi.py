@@ -19,10 +19,11 @@ from app.engine.errors import (
     TeachboxError,
     TimedOut,
     TooLarge,
+    Unauthorized,
 )
 from app.web.api_models import ErrorOut, ValidationErrorOut
 from app.web.errors import status_of_kind
-from app.web.guard import UNSAFE_METHODS
+from app.web.guard import UNSAFE_METHODS, needs_credentials
 
 ERROR_REF = {"$ref": f"#/components/schemas/{ErrorOut.__name__}"}
 VALIDATION_REF = {"$ref": f"#/components/schemas/{ValidationErrorOut.__name__}"}
@@ -32,6 +33,14 @@ GUARD_ERRORS: dict[type[TeachboxError], str] = {
 }
 UNSAFE_ERRORS: dict[type[TeachboxError], str] = {
     Forbidden: "The request came from another site's page.",
+}
+CREDENTIAL_ERRORS: dict[type[TeachboxError], str] = {
+    Unauthorized: "The request carries no valid session cookie or bearer token (TEACHBOX_AUTH=accounts).",
+}
+# How a request says who it comes from, on a server with accounts.
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "A token from POST /api/tokens."},
+    "session": {"type": "apiKey", "in": "cookie", "name": "teachbox_session"},
 }
 BODY_ERRORS: dict[type[TeachboxError], str] = {
     TooLarge: "The request body is over the limit.",
@@ -67,15 +76,21 @@ def _add(responses: dict[str, Any], errors: dict[type[TeachboxError], str]) -> N
         responses.setdefault(str(status_of_kind(kind)), _error_response(description, ERROR_REF))
 
 
-def _complete(schema: dict[str, Any]) -> dict[str, Any]:
-    """Add the middleware's statuses to every operation and give every 422 the model it is sent with."""
+def _complete(schema: dict[str, Any], accounts: bool) -> dict[str, Any]:
+    """Add the middleware's statuses to every operation and give every 422 the model it is sent with;
+    with `accounts`, the 401 and the credentials of every operation that needs them."""
+    if accounts:
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorOut, ValidationErrorOut):
         components[model.__name__] = model.model_json_schema()
-    for path_item in schema.get("paths", {}).values():
+    for path, path_item in schema.get("paths", {}).items():
         for method, operation in path_item.items():
             responses = operation.setdefault("responses", {})
             _add(responses, GUARD_ERRORS)
+            if accounts and needs_credentials(method, path):
+                _add(responses, CREDENTIAL_ERRORS)
+                operation["security"] = [{"bearer": []}, {"session": []}]
             if method.upper() in UNSAFE_METHODS:
                 _add(responses, UNSAFE_ERRORS)
             if "requestBody" in operation:
@@ -97,7 +112,7 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if not getattr(app.state, "openapi_complete", False):
-            _complete(build())
+            _complete(build(), accounts=app.state.settings.auth == "accounts")
             app.state.openapi_complete = True
         return build()
 

@@ -30,15 +30,33 @@ async function request(method, url, body) {
   }
   if (response.status === 204) return null;
   const data = await response.json().catch(() => null);
+  if (response.status === 401 && signedInOnce) {
+    // The sign-in ended (expired, or signed out in another tab): back to the sign-in form.
+    location.reload();
+  }
   if (!response.ok) throw new ApiError(response.status, detailText(data, response));
   return data;
 }
+
+// Set once /api/me answered: a 401 after that means the session ended, not a wrong password.
+let signedInOnce = false;
 
 const project = (pid) => `/api/projects/${encodeURIComponent(pid)}`;
 const klass = (pid, cid) => `${project(pid)}/classes/${encodeURIComponent(cid)}`;
 const job = (jid) => `/api/jobs/${encodeURIComponent(jid)}`;
 
 export const api = {
+  async me() {
+    const me = await request("GET", "/api/me");
+    signedInOnce = true;
+    return me;
+  },
+  signIn: (username, password) => request("POST", "/api/session", { username, password }),
+  signOut: () => request("DELETE", "/api/session"),
+  join: (code, username, password) => request("POST", "/api/join", { code, username, password }),
+  createJoinCode: (hours) => request("POST", "/api/join-codes", { hours }),
+  listJoinCodes: () => request("GET", "/api/join-codes"),
+  endJoinCode: (id) => request("DELETE", `/api/join-codes/${encodeURIComponent(id)}`),
   listProjects: () => request("GET", "/api/projects"),
   createProject: (name) => request("POST", "/api/projects", { name }),
   getProject: (pid) => request("GET", project(pid)),

@@ -1,5 +1,6 @@
 // The page's entry point: wires the project bar, class cards, training, insights, preview, export and share.
 
+import { signedIn } from "./accounts.js";
 import { api } from "./api.js";
 import { ClassList } from "./classes.js";
 import { ComparePanel } from "./comparing.js";
@@ -76,7 +77,9 @@ window.addEventListener("dragover", (event) => {
 });
 window.addEventListener("drop", (event) => event.preventDefault());
 
-projects.start().then(
-  () => document.body.classList.add("ready"),
-  (error) => showMessage(pageError, error.message),
-);
+signedIn(config)
+  .then((go) => go && projects.start())
+  .then(
+    () => document.body.classList.add("ready"),
+    (error) => showMessage(pageError, error.message),
+  );

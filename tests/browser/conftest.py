@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,16 +50,11 @@ def _free_socket() -> socket.socket:
     return sock
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The real app under uvicorn in a thread, on a free 127.0.0.1 port, with its own data dir."""
-    from app.config import Settings
-    from app.web.factory import create_app
-
-    data_dir = tmp_path_factory.mktemp("teachbox-data")
-    app = create_app(Settings(data_dir=data_dir))
+@contextmanager
+def serve_in_thread(app: object, data_dir: Path) -> Iterator[LiveServer]:
+    """Run an app under uvicorn in a thread, on a free 127.0.0.1 port, until the block ends."""
     sock = _free_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))  # type: ignore[arg-type]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -71,6 +67,17 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server.should_exit = True
     thread.join(timeout=15)
     sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The real app under uvicorn in a thread, on a free 127.0.0.1 port, with its own data dir."""
+    from app.config import Settings
+    from app.web.factory import create_app
+
+    data_dir = tmp_path_factory.mktemp("teachbox-data")
+    with serve_in_thread(create_app(Settings(data_dir=data_dir)), data_dir) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from app.engine.errors import (
 )
 from app.service.bundles import open_bundle, write_bundle
 from app.web.api_models import ProjectOut, check_class_name, check_project_name
-from app.web.deps import ProjectDep, RunnerDep, SettingsDep, StoreDep
+from app.web.deps import CallerDep, ProjectDep, RunnerDep, SettingsDep, StoreDep
 from app.web.multipart import FormDep, form_files, multipart_body
 from app.web.openapi import documented
 
@@ -78,7 +78,7 @@ def save_bundle(project: ProjectDep, store: StoreDep) -> StreamingResponse:
     ),
 )
 def open_project_bundle(
-    form: FormDep, store: StoreDep, runner: RunnerDep, settings: SettingsDep
+    form: FormDep, store: StoreDep, runner: RunnerDep, settings: SettingsDep, caller: CallerDep
 ) -> ProjectOut:
     """Open a saved project (multipart field `file`) as a new project, model included."""
     uploads = form_files(form, "file")
@@ -91,6 +91,7 @@ def open_project_bundle(
         settings,
         project_name=check_project_name,
         class_name=check_class_name,
+        owner_id=caller.user_id,
     )
     runner.embed_soon(project.id, store.list_images(project.id))
     return ProjectOut.of(project)

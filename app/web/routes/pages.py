@@ -111,7 +111,8 @@ def _modes() -> list[dict[str, str]]:
 
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request) -> HTMLResponse:
-    context = {"modes": _modes(), "fields": advanced_fields(), "config": page_config()}
+    config = page_config() | {"auth": request.app.state.settings.auth}
+    context = {"modes": _modes(), "fields": advanced_fields(), "config": config}
     return request.app.state.templates.TemplateResponse(request, "index.html", context)
 
 

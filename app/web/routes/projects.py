@@ -8,7 +8,7 @@ from app.engine.errors import Conflict, InvalidInput, NotFound
 from app.service.records import Project
 from app.service.store import Store
 from app.web.api_models import ClassOut, JobOut, ProjectDetail, ProjectIn, ProjectOut
-from app.web.deps import ModelsDep, ProjectDep, RunnerDep, StoreDep
+from app.web.deps import CallerDep, ModelsDep, ProjectDep, RunnerDep, StoreDep
 from app.web.openapi import documented
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
@@ -19,13 +19,15 @@ def _refetch(store: Store, project: Project) -> Project:
 
 
 @router.post("", status_code=201, responses=documented(InvalidInput))
-def create_project(body: ProjectIn, store: StoreDep) -> ProjectOut:
-    return ProjectOut.of(store.create_project(body.name))
+def create_project(body: ProjectIn, store: StoreDep, caller: CallerDep) -> ProjectOut:
+    return ProjectOut.of(store.create_project(body.name, owner_id=caller.user_id))
 
 
 @router.get("")
-def list_projects(store: StoreDep) -> list[ProjectOut]:
-    return [ProjectOut.of(project) for project in store.list_projects()]
+def list_projects(store: StoreDep, caller: CallerDep) -> list[ProjectOut]:
+    """The caller's projects; an admin's list (and, without accounts, anyone's) has them all."""
+    projects = store.list_projects(caller.user_id, everyone=caller.sees_all)
+    return [ProjectOut.of(project) for project in projects]
 
 
 @router.get("/{pid}", responses=documented(NotFound))

@@ -1,0 +1,322 @@
+"""Accounts for a shared server: users, sign-in sessions, API tokens and join codes.
+
+Passwords are stored as argon2id hashes (argon2-cffi's defaults, RFC 9106's low-memory profile:
+64 MiB, 3 passes). Sessions, tokens and join codes are random secrets of which only the sha256 is
+stored: a copy of the database lets nobody sign in. Nothing here logs a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from app.engine.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from app.service.database import Database
+from app.service.records import new_id
+
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+USERNAME_RULE = (
+    "1 to 64 letters (a-z, A-Z), digits, '.', '_', '@' or '-', starting with a letter or digit"
+)
+TOKEN_PREFIX = "tbt_"  # recognisable, so that secret scanners and people can tell what leaked
+JOIN_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud or off a board
+JOIN_LENGTH = 8
+
+HASHER = PasswordHasher()
+
+
+class CredentialKind(StrEnum):
+    SESSION = "session"
+    TOKEN = "token"
+
+
+@dataclass(frozen=True, kw_only=True)
+class User:
+    id: str
+    name: str
+    admin: bool
+    created_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Token:
+    """An API token as listed: its id and name, never its secret."""
+
+    id: str
+    name: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class JoinCode:
+    """A join code as listed; the code itself is shown once, when it is made."""
+
+    id: str
+    created_by: str
+    created_at: float
+    expires_at: float
+    uses: int
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_username(name: str) -> str:
+    if not USERNAME.fullmatch(name):
+        raise InvalidInput(f"'{name[:64]}' cannot be a user name: a user name has {USERNAME_RULE}.")
+    return name
+
+
+def check_password(password: str) -> str:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise InvalidInput(
+            f"A password needs {MIN_PASSWORD} to {MAX_PASSWORD} characters; this one has {len(password)}. Choose a longer one."
+        )
+    return password
+
+
+def normal_join_code(code: str) -> str:
+    """As typed: case, spaces and dashes do not matter."""
+    return re.sub(r"[\s-]", "", code).upper()
+
+
+@cache
+def _decoy_hash() -> str:
+    """Checked against when the name is unknown, so that a wrong name takes as long as a wrong password."""
+    return HASHER.hash(secrets.token_urlsafe(16))
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(
+        id=row["id"], name=row["name"], admin=bool(row["admin"]), created_at=row["created_at"]
+    )
+
+
+def _no_user(name: str) -> NotFound:
+    return NotFound(f"There is no user named '{name}'. List them with `teachbox users list`.")
+
+
+class Accounts(Database):
+    """The users, credentials and join_codes tables of the data dir's database. Thread-safe."""
+
+    # Users
+
+    def add_user(self, name: str, password: str, admin: bool = False) -> User:
+        user = User(id=new_id(), name=check_username(name), admin=admin, created_at=time.time())
+        password_hash = HASHER.hash(check_password(password))
+        with self._db(write=True) as db:
+            self._insert_user(db, user, password_hash)
+        return user
+
+    def _insert_user(self, db: sqlite3.Connection, user: User, password_hash: str) -> None:
+        try:
+            db.execute(
+                "INSERT INTO users (id, name, password_hash, admin, created_at) VALUES (?, ?, ?, ?, ?)",
+                (user.id, user.name, password_hash, int(user.admin), user.created_at),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"The name '{user.name}' is taken. Choose another one.") from None
+
+    def list_users(self) -> list[User]:
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM users ORDER BY created_at, rowid").fetchall()
+        return [_user(row) for row in rows]
+
+    def user_count(self) -> int:
+        with self._db() as db:
+            return int(db.execute("SELECT COUNT(*) FROM users").fetchone()[0])
+
+    def remove_user(self, name: str) -> None:
+        """The user, their sessions, tokens and join codes go; their projects stay, for admins."""
+        with self._db(write=True) as db:
+            if db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+                raise _no_user(name)
+
+    def set_password(self, name: str, password: str) -> None:
+        """A new password ends the user's sign-in sessions (their API tokens stay until revoked)."""
+        password_hash = HASHER.hash(check_password(password))
+        with self._db(write=True) as db:
+            row = db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise _no_user(name)
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, row[0]))
+            db.execute(
+                "DELETE FROM credentials WHERE user_id = ? AND kind = ?",
+                (row[0], CredentialKind.SESSION),
+            )
+
+    def user_named(self, name: str) -> User:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise _no_user(name)
+        return _user(row)
+
+    def password_hash(self, name: str) -> str | None:
+        with self._db() as db:
+            row = db.execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user when the password is theirs; None otherwise, in about the same time either way."""
+        with self._db() as db:
+            row = db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+        try:
+            HASHER.verify(row["password_hash"] if row else _decoy_hash(), password)
+        except (VerificationError, InvalidHashError):
+            return None
+        return _user(row) if row else None
+
+    # Sessions and tokens
+
+    def start_session(self, user: User, lifetime_s: float) -> str:
+        """A new sign-in session's secret (the cookie's value); expired sessions are cleared."""
+        secret = secrets.token_urlsafe(32)
+        now = time.time()
+        with self._db(write=True) as db:
+            db.execute("DELETE FROM credentials WHERE expires_at < ?", (now,))
+            self._insert_credential(
+                db, user, CredentialKind.SESSION, secret, None, now + lifetime_s
+            )
+        return secret
+
+    def end_session(self, secret: str) -> None:
+        with self._db(write=True) as db:
+            db.execute(
+                "DELETE FROM credentials WHERE digest = ? AND kind = ?",
+                (digest(secret), CredentialKind.SESSION),
+            )
+
+    def create_token(self, user: User, name: str | None) -> tuple[Token, str]:
+        """A new API token, and its secret: shown once, as only its hash is kept."""
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._db(write=True) as db:
+            token = self._insert_credential(db, user, CredentialKind.TOKEN, secret, name, None)
+        return token, secret
+
+    def _insert_credential(
+        self,
+        db: sqlite3.Connection,
+        user: User,
+        kind: CredentialKind,
+        secret: str,
+        name: str | None,
+        expires_at: float | None,
+    ) -> Token:
+        token = Token(id=new_id(), name=name, created_at=time.time())
+        db.execute(
+            "INSERT INTO credentials (id, user_id, kind, digest, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (token.id, user.id, kind, digest(secret), name, token.created_at, expires_at),
+        )
+        return token
+
+    def list_tokens(self, user: User) -> list[Token]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT id, name, created_at FROM credentials WHERE user_id = ? AND kind = ? ORDER BY created_at, rowid",
+                (user.id, CredentialKind.TOKEN),
+            ).fetchall()
+        return [Token(**dict(row)) for row in rows]
+
+    def revoke_token(self, user: User, token_id: str) -> None:
+        with self._db(write=True) as db:
+            cursor = db.execute(
+                "DELETE FROM credentials WHERE id = ? AND user_id = ? AND kind = ?",
+                (token_id, user.id, CredentialKind.TOKEN),
+            )
+        if cursor.rowcount == 0:
+            raise NotFound("You have no token with this id. List yours with GET /api/tokens.")
+
+    def user_for(self, secret: str, kind: CredentialKind) -> User | None:
+        """Whose session or token this secret is, unless it expired or was ended."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT u.* FROM credentials c JOIN users u ON u.id = c.user_id "
+                "WHERE c.digest = ? AND c.kind = ? AND (c.expires_at IS NULL OR c.expires_at > ?)",
+                (digest(secret), kind, time.time()),
+            ).fetchone()
+        return _user(row) if row else None
+
+    # Join codes
+
+    def create_join_code(self, user: User, hours: float) -> tuple[JoinCode, str]:
+        """A code that lets students make their own accounts for `hours`, and the code itself."""
+        code = "".join(secrets.choice(JOIN_ALPHABET) for _ in range(JOIN_LENGTH))
+        now = time.time()
+        join_code = JoinCode(
+            id=new_id(), created_by=user.name, created_at=now, expires_at=now + hours * 3600, uses=0
+        )
+        with self._db(write=True) as db:
+            db.execute(
+                "INSERT INTO join_codes (id, digest, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (join_code.id, digest(code), user.id, now, join_code.expires_at),
+            )
+        return join_code, f"{code[:4]}-{code[4:]}"
+
+    def list_join_codes(self) -> list[JoinCode]:
+        """The codes still open, oldest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT j.id, u.name AS created_by, j.created_at, j.expires_at, j.uses "
+                "FROM join_codes j JOIN users u ON u.id = j.created_by "
+                "WHERE j.expires_at > ? ORDER BY j.created_at, j.rowid",
+                (time.time(),),
+            ).fetchall()
+        return [JoinCode(**dict(row)) for row in rows]
+
+    def end_join_code(self, code_id: str) -> None:
+        with self._db(write=True) as db:
+            if db.execute("DELETE FROM join_codes WHERE id = ?", (code_id,)).rowcount == 0:
+                raise NotFound(
+                    "There is no open join code with this id. List them with GET /api/join-codes."
+                )
+
+    def join(self, code: str, name: str, password: str) -> User:
+        """A student's own account, made with an open join code; never an admin."""
+        user = User(id=new_id(), name=check_username(name), admin=False, created_at=time.time())
+        password_hash = HASHER.hash(check_password(password))
+        with self._db(write=True) as db:
+            cursor = db.execute(
+                "UPDATE join_codes SET uses = uses + 1 WHERE digest = ? AND expires_at > ?",
+                (digest(normal_join_code(code)), user.created_at),
+            )
+            if cursor.rowcount == 0:
+                raise Unauthorized(
+                    "This join code is not valid (mistyped, ended or expired). Ask your teacher for the current one."
+                )
+            self._insert_user(db, user, password_hash)
+        return user
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from: a signed-in user, or anyone at all on a server without accounts."""
+
+    user: User | None
+
+    @property
+    def sees_all(self) -> bool:
+        return self.user is None or self.user.admin
+
+    @property
+    def user_id(self) -> str | None:
+        return self.user.id if self.user else None
+
+    def may_see(self, owner_id: str | None) -> bool:
+        """Admins (and everyone, without accounts) see every project; a user their own."""
+        return self.sees_all or (self.user is not None and owner_id == self.user.id)
+
+
+ANYONE = Caller(None)
