@@ -33,7 +33,7 @@ const training = new TrainingPanel(config);
 const preview = new Preview(labels);
 const exporter = new Export();
 const compare = new ComparePanel(training);
-const health = new HealthPanel();
+const health = new HealthPanel(labels);
 
 on("page-error", (message) => showMessage(pageError, message));
 on("job-started", () => {
