@@ -83,7 +83,13 @@ def test_health_errors(client: TestClient) -> None:
 
 
 def test_a_suspected_mislabel_is_named_by_id_and_fixed_in_one_move(client: TestClient) -> None:
-    pid = unhealthy_project(client)  # 'copy.jpg', a red photo, is filed under 'blue'
+    pid = create_project(client, "mislabelled")
+    red, blue = create_class(client, pid, "red"), create_class(client, pid, "blue")
+    reds = [(f"red_{i}.jpg", image_bytes(RED, seed=i)) for i in range(8)]
+    assert upload(client, pid, red, reds).status_code == 200
+    blues = [(f"blue_{i}.jpg", image_bytes(BLUE, seed=100 + i)) for i in range(8)]
+    wrong = ("copy.jpg", image_bytes(RED, seed=50))  # a red picture, filed under 'blue'
+    assert upload(client, pid, blue, [*blues, wrong]).status_code == 200
     images = {i["filename"]: i for i in client.get(f"/api/projects/{pid}/images").json()}
     copy = images["copy.jpg"]
     report = client.get(f"/api/projects/{pid}/health", params={"curve": False}).json()
@@ -95,8 +101,7 @@ def test_a_suspected_mislabel_is_named_by_id_and_fixed_in_one_move(client: TestC
     assert suspect["labelled"] == "blue" and suspect["predicted"] == "red"
     assert suspect["thumbnail_url"] == f"/api/projects/{pid}/images/{copy['id']}/thumbnail"
     assert suspect["path"] is None and str(client.app.state.settings.data_dir) not in str(found)
-    red = next(c for c in client.get(f"/api/projects/{pid}/classes").json() if c["name"] == "red")
-    moved = client.patch(f"/api/projects/{pid}/images/{copy['id']}", json={"class_id": red["id"]})
+    moved = client.patch(f"/api/projects/{pid}/images/{copy['id']}", json={"class_id": red})
     assert moved.status_code == 200, moved.text
     again = client.get(f"/api/projects/{pid}/health", params={"curve": False}).json()
     still = [s for f in again["findings"] for s in f["suspects"] if s["image_id"] == copy["id"]]

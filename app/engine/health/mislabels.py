@@ -18,10 +18,12 @@ from app.engine.health.findings import Finding, FindingKind, SplitImage, Suspect
 from app.engine.health.wording import plural
 from app.engine.params import DEFAULT_EPOCHS, Mode, TrainParams
 
-# A label is suspected when the calibrated out-of-fold prediction names another class at least as
-# surely as the model's own "not sure" threshold (so the model would answer it without doubt),
-# and with more than even odds.
+# A label is suspected when the calibrated out-of-fold prediction names another class with more
+# than even odds, at a confidence where the out-of-fold predictions are right at least
+# MISLABEL_PRECISION of the time: only then is a disagreement evidence against the label rather
+# than a weak model's error.
 MIN_MISLABEL_PROBABILITY = 0.5
+MISLABEL_PRECISION = 0.9
 SUSPECTS_LISTED = 30
 
 
@@ -38,16 +40,17 @@ def suspected_mislabels(
     params: TrainParams,
     should_stop: StopCheck = never_stop,
 ) -> list[Suspect]:
-    """The images whose calibrated out-of-fold prediction names another class with a probability
-    at or above both the unsure_below threshold and MIN_MISLABEL_PROBABILITY, most confident first."""
+    """The images whose calibrated out-of-fold prediction names another class with at least
+    MIN_MISLABEL_PROBABILITY, where predictions as confident are right at least MISLABEL_PRECISION
+    of the time; most confident first."""
     x = torch.from_numpy(vectors).float()
     y = torch.tensor([image.label for image in images], dtype=torch.long)
     epochs = params.epochs or DEFAULT_EPOCHS[Mode.TRANSFER]
     generator = torch.Generator().manual_seed(params.seed)
     cv = cross_validate(x, y, len(labels), params, epochs, ignore_event, should_stop, generator)
-    calibration, probs = calibrate(cv.logits, y, "out-of-fold predictions")
-    bar = max(calibration.unsure_below, MIN_MISLABEL_PROBABILITY)
+    _, probs = calibrate(cv.logits, y, "out-of-fold predictions")
     confidence, predicted = probs.max(1)
+    trusted = precision_at(confidence, predicted == y) >= MISLABEL_PRECISION
     found = [
         Suspect(
             path=str(image.path),
@@ -55,10 +58,24 @@ def suspected_mislabels(
             predicted=labels[int(p)],
             probability=round(float(c), 4),
         )
-        for image, p, c in zip(images, predicted.tolist(), confidence.tolist(), strict=True)
-        if p != image.label and c >= bar
+        for image, p, c, t in zip(
+            images, predicted.tolist(), confidence.tolist(), trusted.tolist(), strict=True
+        )
+        if p != image.label and c >= MIN_MISLABEL_PROBABILITY and t
     ]
     return sorted(found, key=lambda s: -s.probability)
+
+
+def precision_at(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """For each prediction, the accuracy of all predictions at least as confident as it."""
+    order = torch.argsort(confidence, descending=True, stable=True)
+    running = correct[order].float().cumsum(0) / torch.arange(1, len(order) + 1)
+    # Ties share the accuracy of the whole tied group: take the last position of each value.
+    ranked = confidence[order]
+    last = torch.searchsorted(-ranked, -ranked, right=True) - 1
+    precision = torch.empty_like(running)
+    precision[order] = running[last]
+    return precision
 
 
 def mislabel_findings(suspects: list[Suspect]) -> list[Finding]:
