@@ -18,11 +18,11 @@ from app.engine.health.findings import Finding, FindingKind, SplitImage, Suspect
 from app.engine.health.wording import plural
 from app.engine.params import DEFAULT_EPOCHS, Mode, TrainParams
 
-# A label is suspected when the calibrated out-of-fold prediction names another class with more
-# than even odds, at a confidence where the out-of-fold predictions are right at least
-# MISLABEL_PRECISION of the time: only then is a disagreement evidence against the label rather
-# than a weak model's error.
-MIN_MISLABEL_PROBABILITY = 0.5
+# A label is suspected when the calibrated out-of-fold prediction names another class with at
+# least MISLABEL_CONFIDENCE (calibrated: such answers are right about that often), and the other
+# predictions at least as confident are right at least MISLABEL_PRECISION of the time: only then
+# is a disagreement evidence against the label rather than a weak model's error.
+MISLABEL_CONFIDENCE = 0.8
 MISLABEL_PRECISION = 0.9
 SUSPECTS_LISTED = 30
 
@@ -41,8 +41,8 @@ def suspected_mislabels(
     should_stop: StopCheck = never_stop,
 ) -> list[Suspect]:
     """The images whose calibrated out-of-fold prediction names another class with at least
-    MIN_MISLABEL_PROBABILITY, where predictions as confident are right at least MISLABEL_PRECISION
-    of the time; most confident first."""
+    MISLABEL_CONFIDENCE, where the other predictions as confident are right at least
+    MISLABEL_PRECISION of the time; most confident first."""
     x = torch.from_numpy(vectors).float()
     y = torch.tensor([image.label for image in images], dtype=torch.long)
     epochs = params.epochs or DEFAULT_EPOCHS[Mode.TRANSFER]
@@ -61,20 +61,24 @@ def suspected_mislabels(
         for image, p, c, t in zip(
             images, predicted.tolist(), confidence.tolist(), trusted.tolist(), strict=True
         )
-        if p != image.label and c >= MIN_MISLABEL_PROBABILITY and t
+        if p != image.label and c >= MISLABEL_CONFIDENCE and t
     ]
     return sorted(found, key=lambda s: -s.probability)
 
 
 def precision_at(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-    """For each prediction, the accuracy of all predictions at least as confident as it."""
+    """For each prediction, the accuracy of the other predictions at least as confident as it
+    (of all the others when none is): an image never vouches for itself."""
+    n = len(confidence)
     order = torch.argsort(confidence, descending=True, stable=True)
-    running = correct[order].float().cumsum(0) / torch.arange(1, len(order) + 1)
-    # Ties share the accuracy of the whole tied group: take the last position of each value.
-    ranked = confidence[order]
+    ranked, hits = confidence[order], correct[order].float()
+    # Ties count together: each position takes the totals up to the last of its tied group.
     last = torch.searchsorted(-ranked, -ranked, right=True) - 1
-    precision = torch.empty_like(running)
-    precision[order] = running[last]
+    seen = (torch.arange(1, n + 1).float())[last] - 1
+    right = hits.cumsum(0)[last] - hits
+    overall = (hits.sum() - hits) / max(n - 1, 1)
+    precision = torch.empty(n)
+    precision[order] = torch.where(seen > 0, right / seen.clamp(min=1), overall)
     return precision
 
 
