@@ -22,7 +22,8 @@ export class Preview {
     this.error = $("#preview-error");
     this.list = $("#predictions");
     this.objectUrl = null;
-    this.tried = []; // images chosen in the preview: { file, url, top, probability }
+    this.tried = []; // images chosen in the preview and not yet added: { file, url, top, probability }
+    this.triedCount = 0;
     this.camera = new Camera(this.video, $("#preview-camera"), () => this.webcamStopped());
     this.webcamButton.addEventListener("click", () => this.toggleWebcam());
     this.correct = $("#preview-correct");
@@ -56,6 +57,7 @@ export class Preview {
     $("#preview-unsure").hidden = true;
     for (const tried of this.tried) URL.revokeObjectURL(tried.url);
     this.tried = [];
+    this.triedCount = 0;
     this.showSuggestions();
     this.correct.hidden = true;
     this.lastImage = null;
@@ -129,12 +131,14 @@ export class Preview {
     const best = [...predictions].sort((a, b) => b.probability - a.probability)[0];
     if (!best) return;
     this.tried.push({ file, url: URL.createObjectURL(file), top: best.label, probability: best.probability });
+    this.triedCount += 1;
     this.showSuggestions();
   }
 
   showSuggestions() {
     const least = [...this.tried].sort((a, b) => a.probability - b.probability).slice(0, SUGGESTIONS);
-    $("#preview-suggestions").hidden = this.tried.length < 2;
+    // Shown once there is a choice to make: two files tried, one still not added.
+    $("#preview-suggestions").hidden = this.triedCount < 2 || least.length === 0;
     $("#preview-suggestion-list").replaceChildren(...least.map((tried) => this.suggestion(tried)));
   }
 

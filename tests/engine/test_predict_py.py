@@ -124,9 +124,9 @@ def parse(stdout: str) -> dict[str, dict[str, float]]:
     """`path: [not sure: ]label p  label p ...` lines to {path: {label: p}}."""
     answers = {}
     for line in stdout.splitlines():
-        match = LINE.match(line)
+        match = LINE.match(line.replace(": not sure: ", ": ", 1))
         assert match, line
-        words = match["ranked"].removeprefix("not sure: ").split()
+        words = match["ranked"].split()
         answers[match["path"]] = {words[i]: float(words[i + 1]) for i in range(0, len(words), 2)}
     return answers
 
