@@ -127,7 +127,7 @@ def readme_figures(result: TrainResult) -> dict[str, str]:
         }
     sure = calibration.accuracy_sure
     return {
-        "accuracy": f"{percent(found.accuracy)} ({percent(found.low)}–{percent(found.high)})",
+        "accuracy": f"{percent(found.accuracy)} ({found.low * 100:.0f}–{percent(found.high)})",
         "method": found.method,
         "unsure_below": f"{calibration.unsure_below:.4f}",
         "sure_line": (
