@@ -148,7 +148,14 @@ def test_the_onnx_output_is_the_calibrated_probability(
     assert set(metadata["estimate"]) >= {"accuracy", "low", "high", "method"}
     with zipfile.ZipFile(tmp_path / "m.zip") as archive:
         shipped = json.loads(archive.read("metadata.json"))
+        readme = archive.read("README.md").decode()
     assert shipped["unsure_below"] == metadata["unsure_below"]
+    found = metadata["estimate"]
+    assert (
+        f"Expected accuracy on new images: {found['accuracy'] * 100:.0f} % "
+        f"({found['low'] * 100:.0f}–{found['high'] * 100:.0f} %) ({found['method']})."
+    ) in readme
+    assert f"below {metadata['unsure_below']:.4f} (`unsure_below`" in readme
     classifier = OnnxClassifier.from_zip(tmp_path / "m.zip")
     path = data.val[0].path
     onnx_probs = classifier.predict_arrays(model_input(path, classifier.preprocessing)[None])[0]
