@@ -1,5 +1,7 @@
 # Two commands for a fresh machine: `make run` and `make test`. Both go through `make setup`;
-# only `make test` also installs Chromium, which only the browser tests use.
+# only `make test` also installs Chromium (the browser tests), redis-server (the cluster tests) and
+# the tflite extra (the TFLite tests); `make run` needs none of them: its worker is a thread of the
+# web server.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast lint bench weights browser clean docker-check
+.PHONY: setup run test test-fast lint bench weights browser services tflite cluster bench-cluster clean docker-check
 
 setup: $(STAMP) weights
 
@@ -33,10 +35,33 @@ browser:
 	  else echo "Chromium is not installed; browser tests will be skipped (apt-get install chromium)."; fi; } || \
 	  echo "Could not install Chromium; browser tests will be skipped."
 
+# The tflite extra, never moving torch, torchvision, numpy or onnxruntime (pinned to what setup
+# installed); when it cannot fit beside them, the TFLite tests are skipped and this says so.
+TFLITE_STAMP := $(VENV)/.teachbox-tflite
+tflite: $(TFLITE_STAMP)
+
+$(TFLITE_STAMP): $(STAMP)
+	@$(BIN)/python -m pip freeze | grep -iE '^(torch|torchvision|numpy|onnxruntime)==' > $(VENV)/tflite-constraints.txt
+	@$(BIN)/python -m pip install -q -c $(VENV)/tflite-constraints.txt -e '.[dev,tflite]' && touch $(TFLITE_STAMP) || \
+	  echo "Could not install the tflite extra beside this torch; the TFLite tests will be skipped."
+
+# The queue's tests (tests/service/test_cluster.py) start Debian's redis-server; install it when
+# missing and we may.
+services:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null); \
+	  elif command -v sudo >/dev/null 2>&1; then (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null); \
+	  else echo "redis-server is not installed; the cluster tests will be skipped (apt-get install redis-server)."; fi; } || \
+	  echo "Could not install redis-server; the cluster tests will be skipped."
+
+# One web server and two queue workers on loopback with Debian's redis-server (README: Scale-out).
+cluster: setup services
+	scripts/cluster.sh
+
 run: setup
 	$(BIN)/teachbox serve --host $(HOST) --port $(PORT)
 
-test: setup browser
+test: setup browser services tflite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
@@ -50,6 +75,9 @@ lint: $(STAMP)
 
 bench: setup
 	$(BIN)/python bench/bench_engine.py
+
+bench-cluster: setup services
+	$(BIN)/python bench/bench_cluster.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

@@ -39,8 +39,10 @@ class Settings(BaseSettings):
         None,
         description="An explicit pretrained-weights file for the backbone, used before torch's hub cache.",
     )
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
-        "auto", description="Where training runs: auto picks CUDA, then Apple's MPS, then the CPU."
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        description="Where training runs: auto picks CUDA, then Apple's MPS, then the CPU; cuda:N names one GPU (a worker per GPU).",
     )
     feature_engine: Literal["auto", "onnx", "torch"] = Field(
         "auto",
@@ -100,6 +102,24 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
         description="Most predict requests run together as one batch when they arrive at once (1 runs each alone).",
+    )
+    tflite: bool = Field(
+        False,
+        description="Also put model.tflite (and model.int8.tflite when int8 is on) in each model zip, each checked with the LiteRT interpreter; needs the tflite extra and adds minutes to each export on a small CPU (7 on two shared cores).",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="A Redis URL (redis://host:6379/0): jobs then go through Celery to `teachbox worker` processes instead of the web server's own worker thread. Unset: the embedded worker.",
+    )
+    job_lease_s: float = Field(
+        15.0,
+        gt=1,
+        description="With BROKER_URL: seconds a worker's hold on its running job lasts unrenewed (it renews every second). A worker silent this long is taken as lost and its job goes back to the queue.",
+    )
+    job_max_lost_workers: int = Field(
+        3,
+        ge=1,
+        description="With BROKER_URL: a job fails, with a sentence, once this many workers were lost while running it.",
     )
     shutdown_timeout_s: float = Field(
         10.0,

@@ -151,3 +151,53 @@ def test_a_missing_mps_device_is_a_sentence(
     assert "Traceback" not in run.stderr
     assert "device is set to mps but Apple's MPS is not available on this machine." in run.stderr
     assert not (tmp_path / "m.zip").exists()
+
+
+@pytest.mark.slow
+def test_bundle_save_and_open_carry_a_project_and_its_model(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.config import Settings
+    from app.web.factory import create_app
+    from tests.web.api_helpers import BLUE, LOCAL, image_bytes, make_trainable, read_events
+
+    source, target = tmp_path / "source", tmp_path / "target"
+    settings = Settings(data_dir=source, cache_dir=cache_dir, embed_on_upload=False)
+    with TestClient(create_app(settings), base_url=LOCAL) as client:
+        pid, _ = make_trainable(client, per_class=4)
+        client.patch(f"/api/projects/{pid}", json={"name": "colours"})
+        job = client.post(f"/api/projects/{pid}/jobs", json={"mode": "transfer", "epochs": 3})
+        assert read_events(client, job.json()["id"])[-1]["event"] == "done"
+        photo = image_bytes(BLUE, seed=77)
+        before = client.post(f"/api/projects/{pid}/predict", files={"file": ("b.jpg", photo)})
+
+    bundle = tmp_path / "out" / "colours.teachbox.zip"
+    saved = teachbox("bundle", "save", "colours", str(bundle), "--data-dir", str(source))
+    assert saved.returncode == 0, saved.stderr
+    assert saved.stdout.strip() == f"Saved project 'colours' (8 images) to {bundle}"
+    opened = teachbox("bundle", "open", str(bundle), "--data-dir", str(target))
+    assert opened.returncode == 0, opened.stderr
+    assert opened.stdout.startswith("Opened 'colours' as project ")
+    assert opened.stdout.strip().endswith(": 2 classes, 8 images, with its model.")
+    new_pid = opened.stdout.split("as project ")[1].split(":")[0]
+
+    target_settings = Settings(data_dir=target, cache_dir=cache_dir, embed_on_upload=False)
+    with TestClient(create_app(target_settings), base_url=LOCAL) as client:
+        after = client.post(f"/api/projects/{new_pid}/predict", files={"file": ("b.jpg", photo)})
+    assert after.status_code == 200, after.text
+    assert after.json()["predictions"][0] == pytest.approx(before.json()["predictions"][0])
+
+    missing = teachbox("bundle", "save", "nope", str(bundle), "--data-dir", str(source))
+    assert missing.returncode == 2
+    assert missing.stderr.startswith(
+        f"error: No project is called 'nope' in {source}. Give one of these ids: "
+    )
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip")
+    refused = teachbox("bundle", "open", str(broken), "--data-dir", str(target))
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "error: The file is not a zip archive. Give the bundle that Save project (or `teachbox bundle save`) wrote."
+    )

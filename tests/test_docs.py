@@ -107,7 +107,7 @@ def test_the_readme_names_no_route_the_app_lacks() -> None:
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_run_does_not_install_chromium_and_make_test_does() -> None:
+def test_make_run_installs_neither_chromium_nor_redis_and_make_test_does() -> None:
     def planned(target: str) -> str:
         return subprocess.run(
             ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True
@@ -115,3 +115,5 @@ def test_make_run_does_not_install_chromium_and_make_test_does() -> None:
 
     assert "chromium" not in planned("run")
     assert "chromium" in planned("test")
+    assert "redis-server" not in planned("run")
+    assert "redis-server" in planned("test")

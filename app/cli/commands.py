@@ -11,12 +11,14 @@ from pydantic import ValidationError
 
 from app.cli.printing import ProgressPrinter, compare_table, health_text
 from app.config import Settings
-from app.engine.errors import InvalidInput
+from app.engine.errors import InvalidInput, NotFound
 from app.engine.params import Mode, TrainParams
 
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
     from app.engine.context import RunContext
     from app.engine.dataset import Dataset
+    from app.service.records import Project
+    from app.service.store import Store
 
 
 def params_from_args(args: argparse.Namespace, mode: str | None) -> TrainParams:
@@ -40,10 +42,18 @@ def params_from_args(args: argparse.Namespace, mode: str | None) -> TrainParams:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides = {
         k: v
-        for k in ("weights", "cache_dir", "data_dir", "device", "host", "port")
+        for k in ("weights", "cache_dir", "data_dir", "device", "host", "port", "broker_url")
         if (v := getattr(args, k, None)) is not None
     }
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        name = str(problem["loc"][0])
+        raise InvalidInput(
+            f"--{name.replace('_', '-')} {problem['input']!r} is not valid: {problem['msg']}. "
+            f"{Settings.model_fields[name].description}"
+        ) from None
 
 
 def cli_cache_dir(settings: Settings) -> Path:
@@ -179,8 +189,84 @@ def command_health(args: argparse.Namespace) -> int:
     return 0
 
 
+def _project_named(store: Store, wanted: str) -> Project:
+    """The project with this id, else the only one with this name."""
+    project = store.get_project(wanted)
+    if project is not None:
+        return project
+    named = [project for project in store.list_projects() if project.name == wanted]
+    if len(named) == 1:
+        return named[0]
+    listing = ", ".join(f"{p.id} ({p.name})" for p in store.list_projects()) or "none"
+    reason = "Several projects are" if named else "No project is"
+    raise NotFound(
+        f"{reason} called '{wanted}' in {store.data_dir}. Give one of these ids: {listing}."
+    )
+
+
+def command_bundle_save(args: argparse.Namespace) -> int:
+    from app.service.bundles import write_bundle
+    from app.service.store import Store
+
+    store = Store(settings_from_args(args).data_dir)
+    project = _project_named(store, args.project)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(f".{args.out.name}.partial")
+    try:  # written aside and renamed, so an interrupted save leaves no half bundle
+        with partial.open("wb") as handle:
+            write_bundle(store, project, handle)
+        partial.replace(args.out)
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"Saved project '{project.name}' ({project.image_count} images) to {args.out}")
+    return 0
+
+
+def command_bundle_open(args: argparse.Namespace) -> int:
+    from app.service.bundles import open_bundle
+    from app.service.store import Store
+    from app.web.api_models import check_class_name, check_project_name
+
+    settings = settings_from_args(args)
+    store = Store(settings.data_dir)
+    try:
+        handle = args.file.open("rb")
+    except OSError as exc:
+        raise InvalidInput(
+            f"{args.file} cannot be read ({exc.strerror}). Give a bundle file."
+        ) from None
+    with handle:
+        project = open_bundle(
+            handle,
+            args.file.stat().st_size,
+            store,
+            settings,
+            project_name=check_project_name,
+            class_name=check_class_name,
+        )
+    model = store.latest_model_job(project.id)
+    print(
+        f"Opened '{project.name}' as project {project.id}: {project.class_count} classes, "
+        f"{project.image_count} images, {'with its model' if model else 'no model'}."
+    )
+    return 0
+
+
 def command_serve(args: argparse.Namespace) -> int:
     from app.web.factory import serve
 
     serve(settings_from_args(args))
     return 0
+
+
+def command_worker(args: argparse.Namespace) -> int:
+    """A queue worker: needs TEACHBOX_BROKER_URL (or --broker-url) and the web server's data dir."""
+    settings = settings_from_args(args)
+    if not settings.broker_url:
+        raise InvalidInput(
+            "teachbox worker needs a queue: set TEACHBOX_BROKER_URL=redis://host:6379/0 (the web "
+            "server's too) or pass --broker-url."
+        )
+    from app.service.runners.queue_worker import QueueWorker
+
+    return QueueWorker(settings).serve()

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from app.cli.commands import (
+    command_bundle_open,
+    command_bundle_save,
     command_compare,
     command_evaluate,
     command_health,
@@ -13,6 +15,7 @@ from app.cli.commands import (
     command_serve,
     command_train,
     command_weights,
+    command_worker,
 )
 from app.engine.backbones import BACKBONES
 from app.engine.params import MODE_INFO, Mode, TrainParams
@@ -152,6 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_param_flags(health, exclude=("mode", "unfreeze_blocks", "int8"))
     health.set_defaults(handler=command_health)
 
+    bundle = sub.add_parser(
+        "bundle", help="Save a project of a data dir to one file, or open one as a new project."
+    )
+    actions = bundle.add_subparsers(dest="action", required=True, metavar="ACTION")
+    save = actions.add_parser(
+        "save", help="Write a project's classes, images, settings and model to one file."
+    )
+    save.add_argument("project", help="The project's id, or its name when only one has it.")
+    save.add_argument("out", type=Path, help="The bundle to write (e.g. fruit.teachbox.zip).")
+    opened = actions.add_parser("open", help="Open a bundle as a new project, model included.")
+    opened.add_argument("file", type=Path, help="A bundle written by Save project or bundle save.")
+    for action in (save, opened):
+        action.add_argument(
+            "--data-dir", type=Path, help="The server's data dir (env TEACHBOX_DATA_DIR)."
+        )
+    save.set_defaults(handler=command_bundle_save)
+    opened.set_defaults(handler=command_bundle_open)
+
     serve = sub.add_parser("serve", help="Start the web app.")
     serve.add_argument("--host", help="Address to bind (default 127.0.0.1; env TEACHBOX_HOST).")
     serve.add_argument("--port", type=int, help="Port (default 8000; env TEACHBOX_PORT).")
@@ -168,4 +189,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--device", choices=DEVICES, help="Where to train (env TEACHBOX_DEVICE).")
     serve.set_defaults(handler=command_serve)
+
+    worker = sub.add_parser(
+        "worker",
+        help="Run queued jobs for web servers started with TEACHBOX_BROKER_URL: one job at a time on one device.",
+    )
+    worker.add_argument(
+        "--device",
+        help="Where this worker trains: cpu, cuda, cuda:N (one worker per GPU), mps or auto (env TEACHBOX_DEVICE).",
+    )
+    worker.add_argument(
+        "--data-dir",
+        type=Path,
+        help="The web server's data folder, mounted here too (env TEACHBOX_DATA_DIR).",
+    )
+    worker.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="Embeddings cache (default DATA_DIR/cache; env TEACHBOX_CACHE_DIR).",
+    )
+    worker.add_argument(
+        "--weights", type=Path, help="Pretrained backbone weights file (env TEACHBOX_WEIGHTS)."
+    )
+    worker.add_argument(
+        "--broker-url", help="The queue, e.g. redis://127.0.0.1:6379/0 (env TEACHBOX_BROKER_URL)."
+    )
+    worker.set_defaults(handler=command_worker)
     return parser

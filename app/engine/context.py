@@ -30,6 +30,7 @@ class RunContext:
     device: str = "auto"
     weights_path: Path | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    tflite: bool = False
 
     def reporting_to(self, on_event: EventSink) -> RunContext:
         return replace(self, on_event=on_event)

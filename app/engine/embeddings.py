@@ -118,9 +118,14 @@ def resolve_device(device: str = "auto") -> torch.device:
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    if device.split(":")[0] == "cuda" and not torch.cuda.is_available():
         raise InvalidInput(
-            "device is set to cuda but no CUDA GPU is visible. Use --device auto or cpu."
+            f"device is set to {device} but no CUDA GPU is visible. Use --device auto or cpu."
+        )
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise InvalidInput(
+            f"device is set to {device} but this machine has {torch.cuda.device_count()} CUDA GPUs "
+            "(numbered from 0). Name one of them."
         )
     if device == "mps" and not _mps_available():
         raise InvalidInput(

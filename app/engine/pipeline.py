@@ -54,7 +54,7 @@ def train_to_zip(
             raise TrainingCancelled
         on_event(Progress(stage="export", done=0, total=1))
         tick = time.perf_counter()
-        exported = _export(result, out_path, run.max_pixels)
+        exported = _export(result, out_path, run.max_pixels, run.tflite)
         metrics = result.metrics.model_copy(
             update={
                 "export_seconds": round(time.perf_counter() - tick, 3),
@@ -94,10 +94,10 @@ def terminal_event_on_error(
         raise
 
 
-def _export(result: TrainResult, out_path: Path, max_pixels: int) -> dict[str, Any]:
+def _export(result: TrainResult, out_path: Path, max_pixels: int, tflite: bool) -> dict[str, Any]:
     """Write the model zip; a full disk becomes a sentence (the zip is written aside, then renamed)."""
     try:
-        return export_model_zip(result, out_path, max_pixels=max_pixels)
+        return export_model_zip(result, out_path, max_pixels=max_pixels, tflite=tflite)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise StorageFull(

@@ -28,7 +28,7 @@ class _Calibration(CalibrationDataReader):
         return None if batch is None else {"input": batch[None]}
 
 
-def _arrays(
+def calibration_arrays(
     paths: list[Path], prep: Preprocessing, max_pixels: int, tags: list[int] | None = None
 ) -> Iterator[tuple[np.ndarray, int]]:
     """Model inputs of the readable images, each with its tag (a label, or its position)."""
@@ -60,7 +60,7 @@ def quantize_model(
             quantize_static(
                 str(prepared),
                 str(int8_path),
-                _Calibration(array for array, _ in _arrays(chosen, prep, max_pixels)),
+                _Calibration(array for array, _ in calibration_arrays(chosen, prep, max_pixels)),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 weight_type=QuantType.QInt8,
@@ -79,7 +79,7 @@ def compare_models(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
     """Accuracy of both models on the validation images, how often they agree, and their sizes."""
-    kept = list(_arrays(paths, prep, max_pixels, labels))
+    kept = list(calibration_arrays(paths, prep, max_pixels, labels))
     batch = (
         np.stack([a for a, _ in kept])
         if kept

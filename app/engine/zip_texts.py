@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from app.engine import preprocess
 
@@ -103,7 +104,7 @@ probability is below {unsure_below} (`unsure_below` in `metadata.json`), treat t
 - `model.onnx`: the model, one self-contained ONNX file (opset {opset}). Input `input`: float32, NCHW,
   RGB, {size}x{size}, batch size free. Output `probabilities`: one row of {n_labels} per image,
   in the order of `labels.txt`. Its `metadata_props` carry the labels and the preprocessing.
-{int8_line}- `labels.txt`: the labels, one a line, in output order.
+{int8_line}{tflite_lines}- `labels.txt`: the labels, one a line, in output order.
 - `metadata.json`: labels, preprocessing (`image_size`, `resize_size`, `mean`, `std`), input and
   output, training parameters, `estimate` (expected accuracy with its 95 % interval and how it was
   measured), `unsure_below` and `temperature`, the metrics, the export's parity check, package versions.
@@ -116,12 +117,32 @@ probability is below {unsure_below} (`unsure_below` in `metadata.json`), treat t
   `python predict.py --check` does it for this folder.
 - `model.safetensors`: the full PyTorch weights, to continue training (never pickle).
 - `README.md`: this file.
+- `web/index.html`, `web/model-page.js`, `web/model-page.css`, `web/icon.svg` and `web/preprocess.js`: a web page
+  that classifies a chosen image or the webcam in the browser, offline (see "Web page" below).
+  `web/preprocess.js` is `preprocess.py` ported to JavaScript, Pillow's resize bit for bit.
+- `web/ort/ort.wasm.min.js`, `web/ort/ort-wasm-simd-threaded.mjs`,
+  `web/ort/ort-wasm-simd-threaded.wasm` and `web/ort/LICENSE`: ONNX Runtime Web {ort_version}
+  (WebAssembly only, MIT licence), which the page runs the model with; nothing comes from a CDN.
 
 ## Python
 
     pip install onnxruntime pillow numpy
     python predict.py photo.jpg            # --top N labels per image; --int8 runs model.int8.onnx
     python predict.py --check              # the samples give the expected answers here
+
+## Web page
+
+    python -m http.server 8000         # in this folder, then open http://localhost:8000/web/
+
+Choose an image, or press Webcam (Switch camera changes between the front and back cameras).
+Each class gets a bar, the most likely first; "Not sure" appears when the best probability is
+below the model's `unsure_below` (in `metadata.json`, when it has one). The page reads
+`../metadata.json` and `../model.onnx` (a choice offers `model.int8.onnx` when it is here), so
+copy `web/` together with them; any static server works, and it runs under a strict
+Content-Security-Policy (`script-src 'self' 'wasm-unsafe-eval'`, no inline script or style).
+Opening `web/index.html` as a file does not work: browsers refuse `fetch` from `file://`.
+It answers what `predict.py` answers (within 1e-5 on photos and on `samples/rgb.png` and
+`samples/transparent.png`); 16-bit images differ slightly, as the browser decodes them to 8 bits.
 
 ## Preprocessing (do exactly this in any other runtime)
 
@@ -132,6 +153,11 @@ divide by `std` per channel; lay out as channels, rows, columns. A resize other 
 (a browser canvas, a phone's bitmap scaler) changes pixels slightly, and so probabilities a little.
 
 ## JavaScript (onnxruntime-web)
+
+`web/preprocess.js` does the preprocessing exactly (`pixelsToInput(rgba, width, height,
+metadata)` on pixels decoded with `createImageBitmap(file, {{imageOrientation: "from-image",
+colorSpaceConversion: "none", premultiplyAlpha: "none"}})`, as `decodeFile` does). The shorter
+version below uses the canvas's own resize, which moves probabilities a little:
 
 ```js
 import * as ort from "onnxruntime-web";
@@ -165,7 +191,7 @@ val input = OnnxTensor.createTensor(env, FloatBuffer.wrap(pixels), longArrayOf(1
 val probabilities = (session.run(mapOf("input" to input))[0].value as Array<FloatArray>)[0]
 ```
 
-## iOS (ONNX Runtime Mobile, Swift: pod 'onnxruntime-objc')
+{tflite_section}## iOS (ONNX Runtime Mobile, Swift: pod 'onnxruntime-objc')
 
 ```swift
 let env = try ORTEnv(loggingLevel: .warning)
@@ -180,4 +206,43 @@ let outputs = try session.run(withInputs: ["input": input], outputNames: ["proba
 INT8_LINE = """\
 - `model.int8.onnx`: the same model quantised to int8 with ONNX Runtime (about 3x smaller, for
   edge devices); same input and output; its accuracy change is in `metadata.json` under `int8`.
+"""
+
+
+def tflite_lines(report: dict[str, Any], size: int) -> str:
+    """The Files entries for the TFLite models, or the sentence saying why there are none."""
+    if "skipped" in report:
+        return f"- No `model.tflite`: {report['skipped']}\n"
+    lines = (
+        f"- `model.tflite`: the same model for LiteRT (TensorFlow Lite) on phones and boards, float32;\n"
+        f"  input float32 NCHW [1, 3, {size}, {size}], output [1, n] probabilities, as `model.onnx`. Its\n"
+        f"  agreement with PyTorch on the validation images is in `metadata.json` under `parity.tflite`.\n"
+    )
+    int8 = report.get("int8")
+    if int8:
+        quant = int8["input_quantization"] or {}
+        lines += (
+            f"- `model.int8.tflite`: full int8 (weights and activations), for boards and NPUs; input int8:\n"
+            f"  `round(x / {quant.get('scale', 1):.8g}) + {quant.get('zero_point', 0)}` of the float input, clipped to\n"
+            f"  [-128, 127]; output float32 probabilities. Top-1 agreement with PyTorch: {int8['top1_agreement']:.3f}.\n"
+        )
+    return lines
+
+
+def tflite_section(report: dict[str, Any], size: int) -> str:
+    """The Android snippet for model.tflite with the LiteRT Interpreter (Kotlin), when it is here."""
+    if "skipped" in report:
+        return ""
+    return f"""## Android (LiteRT Interpreter, Kotlin: com.google.ai.edge.litert:litert)
+
+```kotlin
+val model = FileUtil.loadMappedFile(context, "model.tflite")  // from assets/
+val interpreter = Interpreter(model)
+// pixels: FloatArray(3 * {size} * {size}), filled as in "Preprocessing" above (NCHW, like model.onnx)
+val input = ByteBuffer.allocateDirect(4 * pixels.size).order(ByteOrder.nativeOrder())
+input.asFloatBuffer().put(pixels)
+val probabilities = Array(1) {{ FloatArray(labels.size) }}
+interpreter.run(input, probabilities)
+```
+
 """

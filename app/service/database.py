@@ -20,6 +20,8 @@ class Database:
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+        # In one write transaction: a web server and its queue's workers may open it at once.
+        with self._db(write=True) as db:
             columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
             for column, statement in JOB_MIGRATIONS.items():
                 if column not in columns:

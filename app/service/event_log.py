@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 
 import anyio
@@ -19,10 +20,20 @@ class EventLog:
     """Each job's events with increasing ids: persisted in the store, mirrored in memory while live.
 
     Appends come from worker threads; readers are SSE streams on the event loop, woken on append.
+    `shared`: other processes append to the same jobs (workers of a queue), so ids are chosen by
+    the database, nothing is mirrored, and `publish(job_id)` tells the other processes (whose
+    listener calls `wake`).
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        shared: bool = False,
+        publish: Callable[[str], None] | None = None,
+    ) -> None:
         self._store = store
+        self._shared = shared
+        self._publish = publish
         self._append_lock = threading.Lock()
         self._lock = threading.Lock()
         self._next: dict[str, int] = {}
@@ -30,6 +41,8 @@ class EventLog:
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 
     def append(self, job_id: str, event: BaseModel) -> StoredEvent:
+        if self._shared:
+            return self._append_shared(job_id, event)
         with self._append_lock:
             seq = self._next.pop(job_id, None) or self._store.last_event_seq(job_id) + 1
             stored = StoredEvent(
@@ -44,11 +57,24 @@ class EventLog:
                     self._live.pop(job_id, None)
                 elif seq == 1 or job_id in self._live:
                     self._live.setdefault(job_id, []).append(stored)
-                waiters = list(self._waiters.get(job_id, ()))
+        self.wake(job_id)
+        return stored
+
+    def _append_shared(self, job_id: str, event: BaseModel) -> StoredEvent:
+        event_type, data = str(getattr(event, "type", "log")), event.model_dump_json()
+        seq = self._store.add_next_event(job_id, event_type, data)
+        self.wake(job_id)
+        if self._publish is not None:
+            self._publish(job_id)
+        return StoredEvent(seq=seq, type=event_type, data=data)
+
+    def wake(self, job_id: str) -> None:
+        """Wake the streams waiting on the job: after an append here, or one another process announced."""
+        with self._lock:
+            waiters = list(self._waiters.get(job_id, ()))
         for loop, flag in waiters:
             with suppress(RuntimeError):  # the stream's loop has closed: nobody is waiting any more
                 loop.call_soon_threadsafe(flag.set)
-        return stored
 
     def read(self, job_id: str, after: int) -> list[StoredEvent]:
         """Events with ids above `after`, from memory while the job is live, else from the store."""

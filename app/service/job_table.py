@@ -10,12 +10,15 @@ from typing import Any
 from app.engine.dataset import check_minimums
 from app.engine.errors import Conflict, NotFound
 from app.engine.params import TrainParams
-from app.service.database import Database
+from app.service.job_leases import JobLeases
 from app.service.records import Job, JobKind, JobStatus, StoredEvent, is_id, new_id
 from app.service.schema import JOB_COLUMNS, job_from_row
 
+# Who runs a job in the embedded default: the web process's own worker thread.
+IN_PROCESS_WORKER = "in-process"
 
-class JobTable(Database):
+
+class JobTable(JobLeases):
     """The jobs and job_events tables; the Store adds projects, classes, images and their files."""
 
     def create_job(
@@ -65,6 +68,28 @@ class JobTable(Database):
                 ),
             )
         return job
+
+    def add_finished_job(self, job: Job, items: list[tuple[str, str]]) -> None:
+        """Record a job that already succeeded elsewhere (a project bundle's model): its model zip
+        is written first, at the path the job names, so the row never points at nothing."""
+        with self._db(write=True) as db:
+            db.execute(
+                "INSERT INTO jobs (id, project_id, status, params, labels, image_count, snapshot, metrics, created_at, started_at, finished_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.project_id,
+                    job.status,
+                    job.params.model_dump_json(),
+                    json.dumps(job.labels),
+                    job.image_count,
+                    json.dumps([list(item) for item in items]),
+                    json.dumps(job.metrics) if job.metrics is not None else None,
+                    job.created_at,
+                    job.started_at,
+                    job.finished_at,
+                    job.kind,
+                ),
+            )
 
     def refuse_while_training(
         self, db: sqlite3.Connection, project_id: str, action: str, already: bool = False
@@ -134,12 +159,13 @@ class JobTable(Database):
         if cursor.rowcount == 0:
             raise NotFound("The job was deleted meanwhile, with its project. List the jobs again.")
 
-    def start_job(self, job_id: str) -> bool:
+    def start_job(self, job_id: str, worker: str = IN_PROCESS_WORKER) -> bool:
         """Move a queued job to running; False when it is no longer queued (e.g. cancelled)."""
         with self._db(write=True) as db:
             cursor = db.execute(
-                "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
-                (time.time(), job_id),
+                "UPDATE jobs SET status = 'running', started_at = ?, worker = ?, attempts = attempts + 1 "
+                "WHERE id = ? AND status = 'queued'",
+                (time.time(), worker, job_id),
             )
         return cursor.rowcount == 1
 
@@ -149,17 +175,22 @@ class JobTable(Database):
         status: JobStatus,
         metrics: dict[str, Any] | None = None,
         error: str | None = None,
+        worker: str | None = None,
     ) -> bool:
-        """Record the end of an active job; False when it had already ended."""
+        """Record the end of an active job; False when it had already ended, or, given `worker`,
+        when that worker no longer holds it (its lease expired and the job went back to the queue)."""
         with self._db(write=True) as db:
             cursor = db.execute(
-                "UPDATE jobs SET status = ?, metrics = ?, error = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+                "UPDATE jobs SET status = ?, metrics = ?, error = ?, finished_at = ?, lease_until = NULL "
+                "WHERE id = ? AND status IN ('queued', 'running') AND (? IS NULL OR worker = ?)",
                 (
                     status,
                     json.dumps(metrics) if metrics is not None else None,
                     error,
                     time.time(),
                     job_id,
+                    worker,
+                    worker,
                 ),
             )
         return cursor.rowcount == 1
@@ -192,6 +223,18 @@ class JobTable(Database):
                 "INSERT INTO job_events (job_id, seq, type, data) VALUES (?, ?, ?, ?)",
                 (job_id, seq, event_type, data),
             )
+
+    def add_next_event(self, job_id: str, event_type: str, data: str) -> int:
+        """Append an event with the next id, chosen in the same transaction: for logs that several
+        processes append to (a worker, a web process cancelling, a reaper)."""
+        with self._db(write=True) as db:
+            row = db.execute(
+                "INSERT INTO job_events (job_id, seq, type, data) "
+                "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ? FROM job_events WHERE job_id = ? "
+                "RETURNING seq",
+                (job_id, event_type, data, job_id),
+            ).fetchone()
+        return int(row[0])
 
     def events_after(self, job_id: str, after: int) -> list[StoredEvent]:
         with self._db() as db:

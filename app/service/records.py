@@ -77,6 +77,8 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     kept_mode: str | None = None
+    worker: str | None = None
+    attempts: int = 0
 
     @property
     def active(self) -> bool:

@@ -39,4 +39,5 @@ def run_context(
         device=settings.device,
         weights_path=settings.weights,
         max_pixels=settings.max_pixels,
+        tflite=settings.tflite,
     )

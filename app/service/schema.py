@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS one_active_job_per_project ON jobs (project_id)
     WHERE status IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project_id, created_at);
+CREATE TABLE IF NOT EXISTS shares (
+    project_id TEXT PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+    token TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS job_events (
     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, seq INTEGER NOT NULL,
     type TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (job_id, seq));
@@ -60,6 +63,8 @@ def job_from_row(row: sqlite3.Row) -> Job:
         finished_at=row["finished_at"],
         kind=JobKind(row["kind"]),
         kept_mode=row["kept_mode"],
+        worker=row["worker"],
+        attempts=row["attempts"],
     )
 
 
@@ -67,7 +72,7 @@ def image_from_row(row: sqlite3.Row) -> StoredImage:
     return StoredImage(**dict(row))
 
 
-JOB_COLUMNS = "id, project_id, status, params, labels, image_count, metrics, error, created_at, started_at, finished_at, kind, kept_mode"
+JOB_COLUMNS = "id, project_id, status, params, labels, image_count, metrics, error, created_at, started_at, finished_at, kind, kept_mode, worker, attempts"
 
 
 # Added after the first release: a comparison job, and the model a user kept from it (and when).
@@ -75,6 +80,13 @@ JOB_MIGRATIONS = {
     "kind": "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'",
     "kept_mode": "ALTER TABLE jobs ADD COLUMN kept_mode TEXT",
     "kept_at": "ALTER TABLE jobs ADD COLUMN kept_at REAL",
+    # Workers in other processes: who runs the job, how often it was started, the lease the
+    # running worker keeps renewing, a cancel asked from any web process, and the workers lost.
+    "worker": "ALTER TABLE jobs ADD COLUMN worker TEXT",
+    "attempts": "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    "lease_until": "ALTER TABLE jobs ADD COLUMN lease_until REAL",
+    "cancel_requested": "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+    "lost_workers": "ALTER TABLE jobs ADD COLUMN lost_workers INTEGER NOT NULL DEFAULT 0",
 }
 
 

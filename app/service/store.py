@@ -31,13 +31,14 @@ from app.service.schema import (
     PROJECT_QUERY,
     image_from_row,
 )
+from app.service.share_table import ShareTable
 from app.service.uploads import (
     PreparedImage,
     clean_filename,
 )
 
 
-class Store(JobTable):
+class Store(JobTable, ShareTable):
     """All metadata and files of one data dir; every path under it is made here. Thread-safe."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -77,13 +78,15 @@ class Store(JobTable):
         """Where a comparison writes transfer.zip, finetune.zip and report.json."""
         return self.models_dir(job.project_id) / job.id
 
-    def sweep(self) -> None:
-        """Remove what a crash can leave behind: partial files, half-written model exports, and
-        image files no row names."""
+    def sweep(self, exports: bool = True) -> None:
+        """Remove what a crash can leave behind: partial files, half-written model exports (unless
+        `exports` is False: other processes may be exporting), and image files no row names."""
         for partial in self.projects_dir.glob("*/*/.*.partial"):
-            partial.unlink(missing_ok=True)
-        for scratch in self.projects_dir.glob("*/models/.export-*"):
-            shutil.rmtree(scratch, ignore_errors=True)
+            if exports or partial.parent.name != "models":
+                partial.unlink(missing_ok=True)
+        if exports:
+            for scratch in self.projects_dir.glob("*/models/.export-*"):
+                shutil.rmtree(scratch, ignore_errors=True)
         with self._db() as db:
             known = {row[0] for row in db.execute("SELECT id FROM images")}
             projects = [row[0] for row in db.execute("SELECT id FROM projects")]

@@ -30,7 +30,7 @@ class ArchiveMember:
     filename: str
 
 
-def _parts(info: zipfile.ZipInfo) -> list[str]:
+def entry_parts(info: zipfile.ZipInfo) -> list[str]:
     """The entry's path components; refuses absolute paths, `..`, NUL and symbolic links."""
     raw = info.filename
     name = raw.replace("\\", "/")
@@ -51,7 +51,7 @@ def _parts(info: zipfile.ZipInfo) -> list[str]:
     return parts
 
 
-def _check_size(infos: list[zipfile.ZipInfo], archive_bytes: int, settings: Settings) -> None:
+def check_size(infos: list[zipfile.ZipInfo], archive_bytes: int, settings: Settings) -> None:
     if len(infos) > settings.max_import_files:
         raise TooLarge(
             f"The archive has {len(infos)} entries, over the limit of {settings.max_import_files}. Split it and import the parts."
@@ -78,11 +78,11 @@ def plan_import(
 ) -> list[ArchiveMember]:
     """Every image-bearing entry with its class folder; raises 400/413 before anything is read."""
     infos = archive.infolist()
-    _check_size(infos, archive_bytes, settings)
+    check_size(infos, archive_bytes, settings)
     files = [
         (info, parts)
         for info in infos
-        if (parts := _parts(info)) and not info.is_dir() and not _hidden(parts)
+        if (parts := entry_parts(info)) and not info.is_dir() and not _hidden(parts)
     ]
     tops = {parts[0] for _, parts in files}
     if len(tops) == 1 and all(

@@ -255,8 +255,16 @@ class JobOut(BaseModel):
     labels: list[str]
     image_count: int
     created_at: datetime
-    started_at: datetime | None
+    started_at: datetime | None = Field(
+        description="When the latest attempt started (a job restarted on another worker starts again)."
+    )
     finished_at: datetime | None
+    worker: str | None = Field(
+        description="The worker that runs or ran the job: `in-process` for the embedded worker, else host:pid:device."
+    )
+    attempts: int = Field(
+        description="How many times a worker started the job: more than 1 after a worker was lost or handed it back."
+    )
     events_url: str
     model_url: str | None = Field(
         description="Where to download the model zip, once the job succeeded."
@@ -282,6 +290,8 @@ class JobOut(BaseModel):
             created_at=_time(job.created_at),
             started_at=_time(job.started_at),
             finished_at=_time(job.finished_at),
+            worker=job.worker,
+            attempts=job.attempts,
             events_url=f"/api/jobs/{job.id}/events",
             model_url=f"/api/jobs/{job.id}/model" if succeeded else None,
         )
@@ -330,4 +340,19 @@ class ValidationErrorOut(ErrorOut):
     errors: list[dict[str, Any]] = Field(
         default_factory=list,
         description="pydantic's errors (`loc`, `msg`, `type`, `input`), when the request did not validate.",
+    )
+
+
+class ShareOut(BaseModel):
+    """A project's share link: anyone with the URL runs its current model in their own browser."""
+
+    shared: bool = Field(
+        description="Whether the project is shared; the other fields are null when not."
+    )
+    url: str | None = Field(
+        default=None, description="The page that runs the model, with no sign-in: `/s/<token>/`."
+    )
+    token: str | None = Field(default=None, description="The unguessable part of the URL.")
+    embed: str | None = Field(
+        default=None, description="An `<iframe>` snippet that embeds the page in another site."
     )

@@ -13,8 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from app.config import Settings, get_settings
-from app.service.event_log import EventLog
-from app.service.runners.in_process import InProcessRunner
+from app.service.runners import build_runner
 from app.service.store import Store
 from app.service.warm_models import WarmModels
 from app.web.errors import install_error_handlers
@@ -22,6 +21,7 @@ from app.web.guard import RequestGuard, allowed_host_names
 from app.web.middleware import BodyLimit, SecurityHeaders
 from app.web.openapi import install_openapi
 from app.web.routes import (
+    bundles,
     classes,
     compare,
     data_health,
@@ -32,6 +32,7 @@ from app.web.routes import (
     pages,
     predict,
     projects,
+    shares,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,12 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     store = Store(settings.data_dir)
-    store.sweep()
+    # Workers of a queue may be exporting right now: their scratch folders are theirs to clean.
+    store.sweep(exports=not settings.broker_url)
     app.state.settings = settings
     app.state.store = store
-    app.state.event_log = EventLog(store)
     app.state.models = WarmModels(store, settings.warm_models, settings.predict_max_batch)
-    app.state.runner = InProcessRunner(store, app.state.event_log, app.state.models, settings)
+    app.state.event_log, app.state.runner = build_runner(store, app.state.models, settings)
     app.state.templates = Jinja2Templates(directory=TEMPLATES_DIR)
     app.state.is_stopping = lambda: False
     install_error_handlers(app)
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     for module in (
         liveness,
+        bundles,
         projects,
         classes,
         images,
@@ -91,9 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         compare,
         data_health,
         predict,
+        shares,
         pages,
     ):
         app.include_router(module.router)
+    app.include_router(shares.pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     install_openapi(app)
     return app

@@ -20,6 +20,15 @@ CONTENT_SECURITY_POLICY = (
     "frame-ancestors 'none'"
 )
 
+# A share link's page (`/s/...`): the same, plus WebAssembly for ONNX Runtime Web, and any site
+# may embed it in a frame (the point of the embed snippet).
+SHARE_PREFIX = "/s/"
+SHARE_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; style-src 'self'; "
+    "script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors *"
+)
+
 
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -29,6 +38,14 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+
+
+def security_headers(path: str) -> dict[str, str]:
+    """The headers for a response to `path`: a share page may be framed and run WebAssembly."""
+    if path.startswith(SHARE_PREFIX):
+        shared = {k: v for k, v in SECURITY_HEADERS.items() if k != "X-Frame-Options"}
+        return {"Content-Security-Policy": SHARE_CONTENT_SECURITY_POLICY, **shared}
+    return {"Content-Security-Policy": CONTENT_SECURITY_POLICY, **SECURITY_HEADERS}
 
 
 async def send_error(send: Send, error: TeachboxError) -> None:
@@ -66,8 +83,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 started = True
                 headers = MutableHeaders(scope=message)
-                headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-                for name, value in SECURITY_HEADERS.items():
+                for name, value in security_headers(scope["path"]).items():
                     headers.setdefault(name, value)
             await send(message)
 

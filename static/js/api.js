@@ -44,6 +44,12 @@ export const api = {
   getProject: (pid) => request("GET", project(pid)),
   renameProject: (pid, name) => request("PATCH", project(pid), { name }),
   deleteProject: (pid) => request("DELETE", project(pid)),
+  bundleUrl: (pid) => `${project(pid)}/bundle`,
+  openBundle(file) {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    return request("POST", "/api/projects/bundle", form);
+  },
   createClass: (pid, name) => request("POST", `${project(pid)}/classes`, { name }),
   renameClass: (pid, cid, name) => request("PATCH", klass(pid, cid), { name }),
   deleteClass: (pid, cid) => request("DELETE", klass(pid, cid)),
@@ -63,6 +69,9 @@ export const api = {
   modelUrl: (jid, mode) => `${job(jid)}/model${mode ? `?mode=${encodeURIComponent(mode)}` : ""}`,
   startCompare: (pid, params) => request("POST", `${project(pid)}/compare`, params),
   keepModel: (jid, mode) => request("POST", `${job(jid)}/keep`, { mode }),
+  getShare: (pid) => request("GET", `${project(pid)}/share`),
+  share: (pid) => request("POST", `${project(pid)}/share`),
+  unshare: (pid) => request("DELETE", `${project(pid)}/share`),
   getHealth: (pid, curve = true) => request("GET", `${project(pid)}/health?curve=${curve}`),
   predict(pid, file) {
     const form = new FormData();

@@ -1,4 +1,4 @@
-// The page's entry point: wires the project bar, class cards, training, insights, preview and export.
+// The page's entry point: wires the project bar, class cards, training, insights, preview, export and share.
 
 import { api } from "./api.js";
 import { ClassList } from "./classes.js";
@@ -9,6 +9,7 @@ import { HealthPanel } from "./health.js";
 import { clearInsights, showInsights } from "./insights.js";
 import { Preview } from "./preview.js";
 import { ProjectBar } from "./projects.js";
+import { SharePanel } from "./sharing.js";
 import { TrainingPanel } from "./training.js";
 
 const config = JSON.parse($("main").dataset.config);
@@ -32,6 +33,7 @@ const classes = new ClassList($("#class-list"), $("#class-card-template"), $("#a
 const training = new TrainingPanel(config);
 const preview = new Preview(labels);
 const exporter = new Export();
+const sharing = new SharePanel();
 const compare = new ComparePanel(training);
 const health = new HealthPanel(labels);
 
@@ -48,6 +50,7 @@ on("classes-changed", (summary) => {
 on("model-ready", ({ jobId, metrics }) => {
   preview.setModel(projects.project.id, true);
   exporter.setModel(jobId, metrics);
+  sharing.setProject(projects.project.id, true);
   showInsights(metrics, labels);
 });
 
@@ -55,6 +58,7 @@ async function openProject(project) {
   showMessage(pageError, "");
   preview.setModel(project.id, false);
   exporter.setModel(null);
+  sharing.setProject(project.id, false);
   clearInsights();
   compare.reset();
   health.show(project);

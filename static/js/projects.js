@@ -1,4 +1,5 @@
-// The project bar: the current project (remembered in localStorage), switching, renaming, new and delete.
+// The project bar: the current project (remembered in localStorage), switching, renaming, new, save,
+// open (a saved project file becomes a new project) and delete.
 
 import { api } from "./api.js";
 import { $, emit } from "./dom.js";
@@ -27,6 +28,30 @@ export class ProjectBar {
     this.name.addEventListener("change", () => this.rename());
     $("#project-new").addEventListener("click", () => this.createAndOpen());
     $("#project-delete").addEventListener("click", () => this.remove());
+    this.saveLink = $("#project-save");
+    this.openButton = $("#project-open");
+    this.openFile = $("#project-open-file");
+    this.openButton.addEventListener("click", () => this.openFile.click());
+    this.openFile.addEventListener("change", () => this.openBundle());
+  }
+
+  /** Open a saved project file (from Save project or `teachbox bundle save`) as a new project. */
+  async openBundle() {
+    const [file] = this.openFile.files;
+    this.openFile.value = "";
+    if (!file) return;
+    const label = this.openButton.textContent;
+    this.openButton.disabled = true;
+    this.openButton.textContent = "Opening…";
+    try {
+      const created = await api.openBundle(file);
+      await this.open(created.id);
+    } catch (error) {
+      emit("page-error", error.message);
+    } finally {
+      this.openButton.disabled = false;
+      this.openButton.textContent = label;
+    }
   }
 
   /** Open the remembered project, else the newest one, else a new one with two starter classes. */
@@ -61,6 +86,8 @@ export class ProjectBar {
     const [project, list] = await Promise.all([api.getProject(pid), projects ? Promise.resolve(projects) : api.listProjects().then(listOf)]);
     this.project = project;
     localStorage.setItem(CURRENT, String(project.id));
+    this.saveLink.href = api.bundleUrl(project.id);
+    this.saveLink.download = "";  // the server names the file after the project
     this.fill(list);
     await this.onOpen(project);
   }

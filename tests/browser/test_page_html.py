@@ -19,8 +19,9 @@ from tests.web.api_helpers import LOCAL
 TEST_IDS = {"class-card", "add-class", "class-name", "class-upload", "class-count", "mode-transfer", "mode-finetune",
             "train", "progress", "train-status", "preview-upload", "prediction", "download-model", "compare",
             "compare-result", "recommendation", "keep-model", "health-findings", "health-refresh",
-            "add-to-class", "add-to-class-select", "move-to-predicted", "unsure", "suggestions",
-            "suggestion", "add-suggestion", "suspect"}  # fmt: skip
+            "add-to-class", "add-to-class-select", "move-to-predicted", "share-model", "share-url",
+            "share-embed", "revoke-share", "project-save", "project-open", "project-open-file",
+            "unsure", "suggestions", "suggestion", "add-suggestion", "suspect"}  # fmt: skip
 STATIC = Path(__file__).resolve().parents[2] / "static"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -77,3 +78,18 @@ def start_server(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., Serv
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def zip_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The entries the server opens for reading (a spy on zipfile; the real method still runs)."""
+    opened: list[str] = []
+    real_open = zipfile.ZipFile.open
+
+    def spying_open(archive: zipfile.ZipFile, name: Any, mode: str = "r", **kwargs: Any) -> Any:
+        if mode == "r":
+            opened.append(name.filename if isinstance(name, zipfile.ZipInfo) else str(name))
+        return real_open(archive, name, mode, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spying_open)
+    return opened

@@ -63,21 +63,6 @@ def untouched(client: TestClient, project: str, tmp_path: Path) -> Callable[[], 
     return check
 
 
-@pytest.fixture
-def zip_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The entries the server opens for reading (a spy on zipfile; the real method still runs)."""
-    opened: list[str] = []
-    real_open = zipfile.ZipFile.open
-
-    def spying_open(archive: zipfile.ZipFile, name: Any, mode: str = "r", **kwargs: Any) -> Any:
-        if mode == "r":
-            opened.append(name.filename if isinstance(name, zipfile.ZipInfo) else str(name))
-        return real_open(archive, name, mode, **kwargs)
-
-    monkeypatch.setattr(zipfile.ZipFile, "open", spying_open)
-    return opened
-
-
 # 16. An import zip with ../ entries, absolute paths or symlinks -> 400, nothing extracted outside.
 
 OUTSIDE = "points outside its folder. Zip the class folders themselves and import again."

@@ -3,7 +3,7 @@
 The routes talk to a `JobRunner`; `InProcessRunner` is the one that ships: a worker thread that
 trains one job at a time on the configured device and, between jobs, computes the embeddings of
 newly uploaded images so that a transfer-mode job only has to train the head. A queue on a
-distributed engine could implement the same protocol, reading and writing the same store.
+distributed engine implements the same protocol (runners/celery_runner.py), on the same store.
 """
 
 from __future__ import annotations
@@ -17,42 +17,27 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 
 from app.config import Settings
-from app.engine.compare.run import compare_modes
-from app.engine.dataset import from_items
 from app.engine.embeddings import Embedder, EmbeddingCache
-from app.engine.errors import TeachboxError, TrainingCancelled, unexpected_failure
-from app.engine.events import TERMINAL_TYPES, Cancelled, Done, Failed, Interrupted, Log
+from app.engine.errors import TeachboxError, TrainingCancelled
+from app.engine.events import Cancelled, Interrupted
 from app.engine.params import TrainParams
-from app.engine.pipeline import train_to_zip
-from app.engine.training import is_out_of_memory, release_accelerator_memory
 from app.service.event_log import EventLog
 from app.service.records import Job, JobKind, JobStatus, StoredImage
-from app.service.redaction import Publisher
-from app.service.run_context import embedder_for, run_context
+from app.service.run_context import embedder_for
+from app.service.runners.execution import JobExecution
 from app.service.store import Store
 from app.service.warm_models import WarmModels
 
 logger = logging.getLogger("teachbox.jobs")
 
 INTERRUPTED_BY_RESTART = "Teachbox stopped while this job was queued or running, so it was interrupted. Start training again."
-INTERRUPTED_BY_SHUTDOWN = "Teachbox was shut down while this job was running, so it was interrupted. Start training again."
 # Background embedding works in chunks, so that a job submitted meanwhile waits at most one chunk.
 EMBED_CHUNK = 32
 _JOB_PRIORITY, _EMBED_PRIORITY, _STOP_PRIORITY = 1, 2, 0
-# A job that runs out of GPU memory is trained again with half the batch size, at most this often.
-OOM_RETRIES = 3
-
-
-def out_of_memory_sentence(batch_size: int) -> str:
-    return (
-        f"The GPU ran out of memory even with a batch size of {batch_size}. Choose a smaller batch "
-        "size or backbone, or stop other work on the GPU, then train again."
-    )
 
 
 @dataclass(order=True)
@@ -60,34 +45,6 @@ class _Task:
     priority: int
     order: int
     run: Callable[[], None] | None = field(compare=False, default=None)
-
-
-@dataclass
-class _Outcome:
-    status: JobStatus
-    event: BaseModel
-    metrics: dict[str, Any] | None = None
-    error: str | None = None
-
-
-def _outcome(terminal: BaseModel, shutting_down: bool) -> _Outcome:
-    if isinstance(terminal, Done):
-        metrics = {
-            "val_accuracy": terminal.val_accuracy,
-            "train_seconds": terminal.train_seconds,
-            **terminal.metrics,
-        }
-        return _Outcome(JobStatus.SUCCEEDED, terminal, metrics=metrics)
-    if isinstance(terminal, Cancelled) and shutting_down:
-        return _Outcome(
-            JobStatus.INTERRUPTED,
-            Interrupted(message=INTERRUPTED_BY_SHUTDOWN),
-            error=INTERRUPTED_BY_SHUTDOWN,
-        )
-    if isinstance(terminal, Cancelled):
-        return _Outcome(JobStatus.CANCELLED, terminal)
-    error = terminal.error if isinstance(terminal, Failed) else str(terminal)
-    return _Outcome(JobStatus.FAILED, terminal, error=error)
 
 
 class InProcessRunner:
@@ -103,6 +60,7 @@ class InProcessRunner:
         self._pending: Counter[str] = Counter()
         self._embedders: dict[str, Embedder] = {}
         self._shutting_down = threading.Event()
+        self._execution = JobExecution(store, log, settings, self._embedder)
         self._thread = threading.Thread(
             target=self._work, name=f"teachbox-worker-{settings.device}", daemon=True
         )
@@ -223,92 +181,19 @@ class InProcessRunner:
         try:
             job = self._store.get_job(job_id)
             if job is not None and self._store.start_job(job_id):
-                self._finish(job, self._train(job, stop))
+                self._finish(job, self._execution.train(job, stop.is_set))
         finally:
             with self._lock:
                 self._stops.pop(job_id, None)
 
-    def _train(self, job: Job, stop: threading.Event) -> BaseModel:
-        """Train; when the GPU runs out of memory, train again with half the batch, a few times."""
-        params, retries = job.params, 0
-        while True:
-            terminal, out_of_memory = self._attempt(job, params, stop)
-            if not out_of_memory:
-                if isinstance(terminal, Done) and params is not job.params:
-                    metrics = {**terminal.metrics, "batch_size": params.batch_size}
-                    return terminal.model_copy(update={"metrics": metrics})
-                return terminal
-            smaller = params.batch_size // 2
-            if stop.is_set():
-                return Cancelled()
-            if smaller < 1 or retries == OOM_RETRIES:
-                return Failed(error=out_of_memory_sentence(params.batch_size))
-            release_accelerator_memory()
-            self._log.append(
-                job.id,
-                Log(
-                    level="warning",
-                    message=f"The GPU ran out of memory with a batch size of {params.batch_size}; training again with {smaller}.",
-                ),
-            )
-            params, retries = params.model_copy(update={"batch_size": smaller}), retries + 1
-
-    def _attempt(
-        self, job: Job, params: TrainParams, stop: threading.Event
-    ) -> tuple[BaseModel, bool]:
-        """Run the training core once: its terminal event (made here when it could not say), and
-        whether it ran out of accelerator memory."""
-        terminal: list[BaseModel] = []
-
-        def on_event(event: BaseModel) -> None:
-            if getattr(event, "type", None) in TERMINAL_TYPES:
-                terminal.append(event)
-            else:
-                self._log.append(job.id, self._public(job).event(event))
-
-        try:
-            keys = self._store.content_keys(job.project_id)
-            dataset = from_items(
-                self._store.job_items(job),
-                job.labels,
-                val_fraction=params.val_split,
-                seed=params.seed,
-                key=lambda path: keys.get(path, str(path)),
-            )
-            compare = job.kind is JobKind.COMPARE
-            run = run_context(
-                self._settings, self._embedder(params.backbone), on_event, stop.is_set
-            )
-            (compare_modes if compare else train_to_zip)(
-                dataset,
-                params,
-                self._store.compare_dir(job) if compare else self._store.model_path(job),
-                run,
-            )
-        except TrainingCancelled:
-            pass
-        except TeachboxError as exc:
-            terminal.append(Failed(error=exc.message))
-        except Exception as exc:
-            if is_out_of_memory(exc):  # the traceback, which holds the GPU tensors, is not kept
-                logger.warning("Job %s ran out of GPU memory: %s", job.id, exc)
-                return Failed(error=out_of_memory_sentence(params.batch_size)), True
-            logger.exception("Job %s failed", job.id)
-            terminal.append(Failed(error=unexpected_failure("Training", exc)))
-        return (terminal[0] if terminal else Cancelled()), False
-
-    def _public(self, job: Job) -> Publisher:
-        return Publisher(self._store, job.project_id)
-
     def _finish(self, job: Job, terminal: BaseModel) -> None:
-        """Record the result before the terminal event, so a stream's reader sees the final job."""
-        outcome = _outcome(self._public(job).event(terminal), self._shutting_down.is_set())
-        self._store.finish_job(job.id, outcome.status, outcome.metrics, outcome.error)
-        self._log.append(job.id, outcome.event)
+        shutting_down = self._shutting_down.is_set()
+        outcome = self._execution.finish(job, terminal, shutting_down)
         if (
-            outcome.status is JobStatus.SUCCEEDED
+            outcome is not None
+            and outcome.status is JobStatus.SUCCEEDED
             and job.kind is JobKind.TRAIN
-            and not self._shutting_down.is_set()
+            and not shutting_down
         ):
             with suppress(TeachboxError):
                 self._models.get(job)
