@@ -65,6 +65,14 @@ def test_train_evaluate_predict(session_colours: Path, tmp_path: Path, cache_dir
         8,
     )
     assert set(metrics["history"][0]) >= {"train_loss", "train_acc", "val_loss", "val_acc"}
+    found = metrics["estimate"]
+    assert set(found) >= {"accuracy", "low", "high", "method"}
+    assert found["low"] <= found["accuracy"] <= found["high"] and found["n_images"] == 20
+    assert 0.0 <= metrics["calibration"]["unsure_below"] <= 1.0
+    assert (
+        f"expected accuracy on new images {found['accuracy']:.3f}, 95 % interval "
+        f"{found['low']:.3f}-{found['high']:.3f}" in trained.stdout
+    )
 
     evaluated = teachbox(
         "evaluate", str(out), str(session_colours), "--metrics-out", str(tmp_path / "eval.json")

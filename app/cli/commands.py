@@ -109,8 +109,10 @@ def command_train(args: argparse.Namespace) -> int:
     }
     if args.metrics_out:
         write_json(args.metrics_out, metrics)
+    found = metrics["estimate"]
     print(
-        f"Model written to {args.out} (validation accuracy {metrics['val_accuracy']:.3f}, {metrics['train_seconds']:.1f}s)"
+        f"Model written to {args.out} (expected accuracy on new images {found['accuracy']:.3f}, "
+        f"95 % interval {found['low']:.3f}-{found['high']:.3f}; {metrics['train_seconds']:.1f}s)"
     )
     return 0
 
@@ -141,7 +143,9 @@ def command_predict(args: argparse.Namespace) -> int:
             print(f"{path}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
             status = 1
             continue
-        print(f"{path}: " + "  ".join(f"{label} {p:.3f}" for label, p in ranked[: args.top]))
+        unsure = ranked[0][1] < classifier.unsure_below
+        shown = "  ".join(f"{label} {p:.3f}" for label, p in ranked[: args.top])
+        print(f"{path}: " + ("not sure: " if unsure else "") + shown)
     return status
 
 

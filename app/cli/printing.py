@@ -22,9 +22,14 @@ class ProgressPrinter:
 
     def __call__(self, event: BaseModel) -> None:
         if isinstance(event, Started):
+            images = (
+                f"{event.n_train} images, each validated out of fold, then all trained on"
+                if event.validation == "cross-validation"
+                else f"{event.n_train} train / {event.n_val} validation images"
+            )
             self._line(
-                f"Training {event.mode} on {event.backbone} ({event.device}): {event.n_train} train / "
-                f"{event.n_val} validation images, classes {', '.join(event.labels)}"
+                f"Training {event.mode} on {event.backbone} ({event.device}): {images}, "
+                f"classes {', '.join(event.labels)}"
             )
         elif isinstance(event, Progress):
             self._bar(event)
@@ -37,9 +42,7 @@ class ProgressPrinter:
         elif isinstance(event, Log):
             self._line(("warning: " if event.level == "warning" else "") + event.message)
         elif isinstance(event, Done):
-            self._line(
-                f"Done: validation accuracy {event.val_accuracy:.3f}, trained in {event.train_seconds:.1f}s"
-            )
+            self._line(f"Done: {estimate_text(event)}, trained in {event.train_seconds:.1f}s")
         elif isinstance(event, Failed):
             self._line(f"Failed: {event.error}")
 
@@ -60,6 +63,17 @@ class ProgressPrinter:
     def _line(self, text: str) -> None:
         self.stream.write(("\r\033[K" if self.interactive else "") + text + "\n")
         self.stream.flush()
+
+
+def estimate_text(event: Done) -> str:
+    """'expected accuracy on new images 0.890 (0.850-0.921; 5-fold cross-validation, ...)'."""
+    found = event.metrics.get("estimate")
+    if not found:  # a comparison's Done carries its report instead
+        return f"validation accuracy {event.val_accuracy:.3f}"
+    return (
+        f"expected accuracy on new images {found['accuracy']:.3f} "
+        f"(95 % interval {found['low']:.3f}-{found['high']:.3f}; {found['method']})"
+    )
 
 
 def compare_table(report: dict[str, Any]) -> str:

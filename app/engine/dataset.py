@@ -25,12 +25,24 @@ class Sample:
 
 @dataclass
 class Dataset:
-    """A training set and a validation set over the same labels."""
+    """A training set and a validation set over the same labels.
+
+    `val_held_out` is true when the validation images were given apart (a validation folder, or a
+    comparison's shared split): transfer learning then keeps them out of training and measures on
+    them. Otherwise the split is only a suggestion: transfer learning cross-validates on every
+    image and trains on all of them, while fine-tuning keeps the split for its choices.
+    """
 
     labels: list[str]
     train: list[Sample]
     val: list[Sample]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    val_held_out: bool = False
+
+    @property
+    def labelled(self) -> list[Sample]:
+        """Every labelled image transfer learning trains its shipped model on."""
+        return self.train if self.val_held_out else self.train + self.val
 
     def counts(self, split: str = "train") -> dict[str, int]:
         samples = self.train if split == "train" else self.val
@@ -46,6 +58,7 @@ class Dataset:
             [s for s in self.train if s.path not in bad_paths],
             [s for s in self.val if s.path not in bad_paths],
             self.skipped,
+            self.val_held_out,
         )
 
 
@@ -157,7 +170,10 @@ def from_items(
             f"The validation folder has classes the training folder lacks: {', '.join(unknown)}. Rename or remove them."
         )
     return Dataset(
-        labels, [Sample(p, index[n]) for p, n in items], [Sample(p, index[n]) for p, n in val_items]
+        labels,
+        [Sample(p, index[n]) for p, n in items],
+        [Sample(p, index[n]) for p, n in val_items],
+        val_held_out=True,
     )
 
 

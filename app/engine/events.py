@@ -35,7 +35,13 @@ class Started(RunEvent):
     labels: list[str]
     epochs: int
     stages: list[str] = Field(
-        description="The stages this run goes through, in order: embed, head, finetune, export."
+        description="The stages this run goes through, in order: embed, head, then refit "
+        "(transfer) or finetune, then export."
+    )
+    validation: Literal["cross-validation", "held-out"] = Field(
+        "held-out",
+        description="cross-validation: every image is validated out of fold (n_val counts them all) "
+        "and the shipped model trains on every one (n_train). held-out: n_val images are kept apart.",
     )
 
 

@@ -101,10 +101,52 @@ def build_metadata(result: TrainResult, parity: dict[str, Any]) -> dict[str, Any
         "backbone": result.params.backbone,
         "mode": result.params.mode.value,
         "params": result.params.resolved(),
+        **calibration_keys(result),
         "metrics": result.metrics.model_dump(mode="json"),
         "parity": parity,
         "versions": package_versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def calibration_keys(result: TrainResult) -> dict[str, Any]:
+    """The headline estimate and the "not sure" threshold, at the top of metadata.json."""
+    metrics = result.metrics
+    if metrics.estimate is None or metrics.calibration is None:
+        return {}
+    return {
+        "estimate": metrics.estimate.model_dump(mode="json"),
+        "unsure_below": metrics.calibration.unsure_below,
+        "temperature": metrics.calibration.temperature,
+    }
+
+
+def percent(value: float) -> str:
+    return f"{value * 100:.0f} %"
+
+
+def readme_figures(result: TrainResult) -> dict[str, str]:
+    """The model README's sentences on accuracy and on "not sure"."""
+    found, calibration = result.metrics.estimate, result.metrics.calibration
+    if found is None or calibration is None:
+        return {
+            "accuracy": "unknown",
+            "method": "not measured",
+            "unsure_below": "0",
+            "sure_line": "",
+        }
+    sure = calibration.accuracy_sure
+    return {
+        "accuracy": f"{percent(found.accuracy)} ({found.low * 100:.0f}–{percent(found.high)})",
+        "method": found.method,
+        "unsure_below": f"{calibration.unsure_below:.4f}",
+        "sure_line": (
+            f"on {calibration.measured_on}, {percent(calibration.share_sure)} of answers were at "
+            f"or above it, and {percent(sure)} of those were right (against "
+            f"{percent(calibration.accuracy_all)} of all answers)."
+            if sure is not None
+            else ""
+        ),
     }
 
 
@@ -224,7 +266,7 @@ def export_model_zip(
                 title="Teachbox model",
                 mode=metadata["mode"],
                 backbone=metadata["backbone"],
-                accuracy=f"{result.metrics.val_accuracy:.3f}",
+                **readme_figures(result),
                 labels=", ".join(result.labels),
                 n_labels=len(result.labels),
                 int8_line=INT8_LINE if INT8_MEMBER in members else "",

@@ -129,14 +129,14 @@ def train_head(
     generator: torch.Generator,
 ) -> list[dict[str, Any]]:
     """Adam on cached embeddings; the head ends at its best validation epoch."""
-    optimiser = torch.optim.Adam(
-        head.parameters(), lr=params.learning_rate, weight_decay=WEIGHT_DECAY
-    )
+    optimiser = head_optimiser(head, params)
     history: list[dict[str, Any]] = []
     best = BestEpoch(kept=copy.deepcopy(head.state_dict()))
     for epoch in range(1, epochs + 1):
         tick = time.perf_counter()
-        train = _head_epoch(head, optimiser, emb, params, epoch, should_stop, generator)
+        train = head_epoch(
+            head, optimiser, emb.x_train, emb.y_train, params, epoch, should_stop, generator
+        )
         head.eval()
         val = evaluate_logits(head(emb.x_val), emb.y_val)
         event = epoch_event(stage, epoch, epochs, train, val, tick)
@@ -148,25 +148,31 @@ def train_head(
     return history
 
 
-def _head_epoch(
+def head_optimiser(head: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    return torch.optim.Adam(head.parameters(), lr=params.learning_rate, weight_decay=WEIGHT_DECAY)
+
+
+def head_epoch(
     head: nn.Module,
     optimiser: torch.optim.Optimizer,
-    emb: Embedded,
+    x: torch.Tensor,
+    y: torch.Tensor,
     params: TrainParams,
     epoch: int,
     should_stop: StopCheck,
     generator: torch.Generator,
 ) -> EpochStats:
+    """One pass of Adam over (x, y) in a seeded order."""
     head.train()
-    order = torch.randperm(len(emb.y_train), generator=generator)
+    order = torch.randperm(len(y), generator=generator)
     # Sums stay tensors until the epoch ends: per-step .item() calls cost as much as the step itself.
     total_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
     for start in range(0, len(order), params.batch_size):
         if should_stop():
             raise TrainingCancelled
         index = order[start : start + params.batch_size]
-        logits = head(emb.x_train[index])
-        targets = emb.y_train[index]
+        logits = head(x[index])
+        targets = y[index]
         loss = nn.functional.cross_entropy(logits, targets)
         optimiser.zero_grad()
         loss.backward()
@@ -175,3 +181,24 @@ def _head_epoch(
         correct += (logits.argmax(1) == targets).sum()
     check_finite(total_loss, epoch, params)
     return EpochStats(total_loss.item() / len(order), correct.item() / len(order))
+
+
+@single_thread()
+def train_head_for(
+    head: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    params: TrainParams,
+    epochs: int,
+    on_event: EventSink,
+    should_stop: StopCheck,
+    generator: torch.Generator,
+) -> list[EpochStats]:
+    """Exactly `epochs` passes over every image given, with nothing held out (the refit)."""
+    optimiser = head_optimiser(head, params)
+    stats = []
+    for epoch in range(1, epochs + 1):
+        stats.append(head_epoch(head, optimiser, x, y, params, epoch, should_stop, generator))
+        on_event(Progress(stage="refit", done=epoch, total=epochs))
+    head.eval()
+    return stats

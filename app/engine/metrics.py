@@ -8,6 +8,9 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 
+from app.engine.calibration import Calibration
+from app.engine.estimate import Estimate
+
 MISCLASSIFIED_LIMIT = 100
 
 
@@ -34,10 +37,25 @@ class Evaluation(BaseModel):
     n_val: int
 
 
-class TrainMetrics(Evaluation):
-    """A training run's numbers, as metadata.json and the job record keep them."""
+class CrossValidationSummary(BaseModel):
+    """What transfer learning's cross-validation chose."""
 
-    n_train: int
+    folds: int
+    epochs_chosen: int = Field(description="Epochs the final head trained for, chosen out of fold.")
+    max_epochs: int
+
+
+class TrainMetrics(Evaluation):
+    """A training run's numbers, as metadata.json and the job record keep them.
+
+    The evaluation's figures (accuracy, per class, confusion matrix, mistakes) all count the
+    predictions `estimate` counts: out-of-fold for transfer learning, held-out for fine-tuning.
+    """
+
+    estimate: Estimate | None = None
+    calibration: Calibration | None = None
+    cross_validation: CrossValidationSummary | None = None
+    n_train: int = Field(description="Images the shipped model trained on.")
     epochs_run: int
     train_seconds: float
     device: str

@@ -53,6 +53,11 @@ class OnnxClassifier:
         return list(self.metadata["labels"])
 
     @property
+    def unsure_below(self) -> float:
+        """Answers whose top probability is below this say "not sure" (0 for older models)."""
+        return float(self.metadata.get("unsure_below", 0.0))
+
+    @property
     def preprocessing(self) -> Preprocessing:
         return from_metadata(self.metadata)
 

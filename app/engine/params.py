@@ -61,7 +61,8 @@ class TrainParams(BaseModel):
         None,
         ge=1,
         le=500,
-        description="Passes over the training images (default: 40 for transfer, 15 for fine-tuning).",
+        description="Passes over the training images (default: 40 for transfer, 15 for fine-tuning); "
+        "in transfer learning, the most that cross-validation may choose.",
     )
     batch_size: int = Field(32, ge=1, le=512, description="Images per optimisation step.")
     learning_rate: float = Field(

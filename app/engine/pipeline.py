@@ -20,6 +20,9 @@ from app.engine.training import TrainResult, fit
 # Metrics that belong in the terminal event; the full history is already in the epoch events.
 SUMMARY_KEYS = {
     "val_accuracy",
+    "estimate",
+    "calibration",
+    "cross_validation",
     "per_class",
     "confusion_matrix",
     "labels",

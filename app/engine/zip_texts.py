@@ -13,6 +13,8 @@ PREDICT_PY = '''\
     python predict.py [--top N] [--int8] IMAGE [IMAGE ...]
     python predict.py --check     # this folder's samples give samples/expected.json's answers
 
+A line starts with "not sure:" when the top probability is below metadata.json's `unsure_below`.
+
 Decoding and preprocessing are preprocess.py, the same code the Teachbox app runs.
 """
 import argparse
@@ -75,7 +77,8 @@ def main(argv=None):
             status = 1
             continue
         ranked = sorted(zip(labels, probs), key=lambda pair: -pair[1])[: args.top]
-        print(f"{path}: " + "  ".join(f"{label} {p:.3f}" for label, p in ranked))
+        unsure = ranked[0][1] < meta.get("unsure_below", 0.0)
+        print(f"{path}: " + ("not sure: " if unsure else "") + "  ".join(f"{label} {p:.3f}" for label, p in ranked))
     return status
 
 
@@ -88,8 +91,13 @@ PREPROCESS_PY = Path(preprocess.__file__).read_text(encoding="utf-8")
 README_MD = """\
 # {title}
 
-An image classifier trained with Teachbox ({mode} on {backbone}); validation accuracy {accuracy}.
+An image classifier trained with Teachbox ({mode} on {backbone}).
+Expected accuracy on new images: {accuracy} ({method}).
 Labels, in output order: {labels}.
+
+The probabilities are calibrated (temperature scaling, folded into the model). When the top
+probability is below {unsure_below} (`unsure_below` in `metadata.json`), treat the answer as
+"not sure": {sure_line}
 
 ## Files
 
@@ -98,7 +106,8 @@ Labels, in output order: {labels}.
   in the order of `labels.txt`. Its `metadata_props` carry the labels and the preprocessing.
 {int8_line}{tflite_lines}- `labels.txt`: the labels, one a line, in output order.
 - `metadata.json`: labels, preprocessing (`image_size`, `resize_size`, `mean`, `std`), input and
-  output, training parameters, validation metrics, the export's parity check, package versions.
+  output, training parameters, `estimate` (expected accuracy with its 95 % interval and how it was
+  measured), `unsure_below` and `temperature`, the metrics, the export's parity check, package versions.
 - `predict.py`: classify image files (needs only onnxruntime, pillow and numpy).
 - `preprocess.py`: decoding and preprocessing, the same code the Teachbox app runs.
 - `samples/rgb.png`, `samples/transparent.png`, `samples/grey16.png` and `samples/expected.json`:

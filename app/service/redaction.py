@@ -43,7 +43,9 @@ class Publisher:
         path = value["path"]
         whole = self._image_path.fullmatch(path)
         image_id = whole[1] if whole else None
-        rest = {key: self.data(item) for key, item in value.items() if key != "path"}
+        # An entry's own empty image_id/thumbnail_url (a health suspect's) gives way to the found ones.
+        made = ("path", "image_id", "thumbnail_url")
+        rest = {key: self.data(item) for key, item in value.items() if key not in made}
         url = self.thumbnail_url(image_id) if image_id else None
         return {"image_id": image_id, "thumbnail_url": url, **rest}
 

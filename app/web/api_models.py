@@ -324,7 +324,15 @@ class Prediction(BaseModel):
 
 
 class PredictResult(BaseModel):
-    predictions: list[Prediction] = Field(description="Every class, most likely first.")
+    predictions: list[Prediction] = Field(
+        description="Every class, most likely first; calibrated probabilities."
+    )
+    unsure: bool = Field(
+        description="True when the top probability is below the model's unsure_below: show 'Not sure'."
+    )
+    unsure_below: float = Field(
+        description="The model's threshold (metadata.json's unsure_below; 0 for older models)."
+    )
     job_id: str
 
 

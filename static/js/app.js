@@ -36,7 +36,7 @@ const preview = new Preview(labels);
 const exporter = new Export();
 const sharing = new SharePanel();
 const compare = new ComparePanel(training);
-const health = new HealthPanel();
+const health = new HealthPanel(labels);
 
 on("page-error", (message) => showMessage(pageError, message));
 on("job-started", () => {

@@ -2,6 +2,7 @@
 
 import { api } from "./api.js";
 import { $, el, percent } from "./dom.js";
+import { correctionButton } from "./insights.js";
 
 const TITLES = {
   too_few_images: "Too few images",
@@ -16,6 +17,7 @@ const TITLES = {
   uniform_class: "A class whose images are all alike",
   unreadable_images: "Unreadable files",
   needs_more_images: "More images would help",
+  suspected_mislabels: "Images that may be in the wrong class",
 };
 // Wait for uploads to settle before checking again.
 const SETTLE_MS = 1500;
@@ -39,7 +41,9 @@ function curveChart(canvas) {
 }
 
 export class HealthPanel {
-  constructor() {
+  /** `labels.move(imageId, className)` files a suspected mislabel under the class predicted for it. */
+  constructor(labels = null) {
+    this.labels = labels;
     this.status = $("#health-status");
     this.list = $("#health-findings");
     this.curveBlock = $("#health-curve");
@@ -92,8 +96,23 @@ export class HealthPanel {
       : "No problems found in the images. Checked just now.";
     this.list.replaceChildren(...report.findings.map((finding) => el("li", { class: `finding ${finding.severity}`, "data-kind": finding.kind },
       el("span", { class: "severity", text: finding.severity === "warning" ? "Fix" : "Note" }),
-      el("div", {}, el("strong", { text: TITLES[finding.kind] || finding.kind }), el("p", { text: finding.message })))));
+      el("div", {}, el("strong", { text: TITLES[finding.kind] || finding.kind }), el("p", { text: finding.message }), ...this.suspects(finding)))));
     this.showCurve(report.learning_curve);
+  }
+
+  // Suspected mislabels: each thumbnail with its class, what a model that never saw it says, and the one-click fix.
+  suspects(finding) {
+    if (!finding.suspects?.length) return [];
+    const items = finding.suspects.map((suspect) => {
+      const figure = suspect.thumbnail_url
+        ? el("img", { src: suspect.thumbnail_url, alt: `An image filed as ${suspect.labelled} that looks like ${suspect.predicted}`, loading: "lazy", width: "96", height: "96" })
+        : el("span", { class: "no-thumb", text: suspect.image_id || "image" });
+      const caption = el("span", {}, "Filed as ", el("strong", { text: suspect.labelled }), ", looks like ", el("strong", { text: suspect.predicted }), ` (${percent(suspect.probability)} sure)`);
+      const item = el("li", { "data-testid": "suspect" }, figure, caption);
+      if (suspect.image_id && this.labels) item.append(correctionButton(item, suspect, this.labels));
+      return item;
+    });
+    return [el("ul", { class: "misclassified suspects" }, ...items)];
   }
 
   showCurve(curve) {

@@ -80,8 +80,15 @@ function mistakeItem(mistake, labels) {
   return item;
 }
 
+/** "87 % (83–90 %)": the estimate and its 95 % interval. */
+export function estimateText(estimate) {
+  const whole = (value) => Math.round(value * 100);
+  return `${whole(estimate.accuracy)} % (${whole(estimate.low)}–${whole(estimate.high)} %)`;
+}
+
 // When the label was wrong and the model right: one click moves the image to the predicted class.
-function correctionButton(item, mistake, labels) {
+// `mistake` needs `image_id` and `predicted` (a mistake of the gallery, a suspect of data health).
+export function correctionButton(item, mistake, labels) {
   const status = el("span", { class: "hint", role: "status" });
   const button = el("button", {
     type: "button",
@@ -112,12 +119,15 @@ export function showInsights(metrics, labels = null) {
   $("#insights-body").hidden = !ready;
   if (!ready) return;
   const nVal = metrics.n_val ?? metrics.confusion_matrix.flat().reduce((a, b) => a + b, 0);
-  $("#insights-summary").textContent = `Validation accuracy ${percent(metrics.val_accuracy || 0)} on ${plural(nVal, "held-out image")}, ${plural(metrics.n_train ?? 0, "training image")}, ${plural(metrics.epochs_run ?? (metrics.history || []).length, "epoch")}.`;
+  const estimate = metrics.estimate;
+  $("#insights-summary").textContent = estimate
+    ? `Expected accuracy on new images: ${estimateText(estimate)}, on ${plural(nVal, "image")} predicted by a model that did not train on them (${estimate.method}). The model trained on ${plural(metrics.n_train ?? 0, "image")}. The table, the matrix and the mistakes below count the same predictions.`
+    : `Validation accuracy ${percent(metrics.val_accuracy || 0)} on ${plural(nVal, "held-out image")}, ${plural(metrics.n_train ?? 0, "training image")}, ${plural(metrics.epochs_run ?? (metrics.history || []).length, "epoch")}.`;
   $("#per-class").replaceChildren(...perClassRows(metrics));
   $("#confusion").replaceChildren(...confusionTable(metrics));
   const mistakes = metrics.misclassified || [];
   $("#misclassified").replaceChildren(...mistakes.map((mistake) => mistakeItem(mistake, labels)));
-  showMessage($("#misclassified-empty"), mistakes.length ? "" : "None: every validation image was classified correctly.");
+  showMessage($("#misclassified-empty"), mistakes.length ? "" : "None: every image was classified correctly.");
 }
 
 export function clearInsights() {

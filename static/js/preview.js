@@ -5,6 +5,8 @@ import { $, el, percent, showMessage } from "./dom.js";
 import { Camera } from "./webcam.js";
 
 const LIVE_INTERVAL_MS = 250;
+// How many of the least sure images tried are suggested for labelling.
+const SUGGESTIONS = 3;
 
 export class Preview {
   /** `labels.classes()` lists the classes; `labels.add(file, classId)` files an image in one. */
@@ -20,6 +22,8 @@ export class Preview {
     this.error = $("#preview-error");
     this.list = $("#predictions");
     this.objectUrl = null;
+    this.tried = []; // images chosen in the preview and not yet added: { file, url, top, probability }
+    this.triedCount = 0;
     this.camera = new Camera(this.video, $("#preview-camera"), () => this.webcamStopped());
     this.webcamButton.addEventListener("click", () => this.toggleWebcam());
     this.correct = $("#preview-correct");
@@ -50,6 +54,11 @@ export class Preview {
   reset() {
     this.camera.stop();
     this.list.replaceChildren();
+    $("#preview-unsure").hidden = true;
+    for (const tried of this.tried) URL.revokeObjectURL(tried.url);
+    this.tried = [];
+    this.triedCount = 0;
+    this.showSuggestions();
     this.correct.hidden = true;
     this.lastImage = null;
     $("#preview-media").hidden = true;
@@ -71,7 +80,9 @@ export class Preview {
     try {
       const result = await api.predict(this.pid, file);
       this.render(result.predictions);
+      $("#preview-unsure").hidden = !result.unsure;
       this.offerCorrection(file, result.predictions);
+      if (!this.camera.running) this.remember(file, result.predictions);
       showMessage(this.error, "");
       return true;
     } catch (error) {
@@ -115,6 +126,52 @@ export class Preview {
     this.correct.hidden = classes.length === 0;
   }
 
+  // Images tried from files (not webcam frames), so that the least sure can be suggested for labelling.
+  remember(file, predictions) {
+    const best = [...predictions].sort((a, b) => b.probability - a.probability)[0];
+    if (!best) return;
+    this.tried.push({ file, url: URL.createObjectURL(file), top: best.label, probability: best.probability });
+    this.triedCount += 1;
+    this.showSuggestions();
+  }
+
+  showSuggestions() {
+    const least = [...this.tried].sort((a, b) => a.probability - b.probability).slice(0, SUGGESTIONS);
+    // Shown once there is a choice to make: two files tried, one still not added.
+    $("#preview-suggestions").hidden = this.triedCount < 2 || least.length === 0;
+    $("#preview-suggestion-list").replaceChildren(...least.map((tried) => this.suggestion(tried)));
+  }
+
+  suggestion(tried) {
+    const classes = this.labels.classes();
+    const select = el("select", { "aria-label": "Class" }, ...classes.map((klass) => el("option", { value: klass.id, text: klass.name })));
+    const top = classes.find((klass) => klass.name === tried.top);
+    if (top) select.value = top.id;
+    const status = el("span", { class: "hint", role: "status" });
+    const button = el("button", {
+      type: "button",
+      class: "secondary small",
+      "data-testid": "add-suggestion",
+      text: "Add",
+      onclick: async () => {
+        button.disabled = true;
+        try {
+          await this.labels.add(tried.file, select.value);
+          this.tried = this.tried.filter((other) => other !== tried);
+          URL.revokeObjectURL(tried.url);
+          this.showSuggestions();
+        } catch (error) {
+          status.textContent = error.message;
+          button.disabled = false;
+        }
+      },
+    });
+    return el("li", { "data-testid": "suggestion" },
+      el("img", { src: tried.url, alt: `An image the model took for ${tried.top}`, width: "96", height: "96" }),
+      el("span", {}, el("strong", { text: tried.top }), ` (${percent(tried.probability)} sure)`),
+      el("label", {}, "Add to ", select), button, status);
+  }
+
   async addToClass() {
     const select = $("#preview-class");
     const status = $("#preview-correct-status");
@@ -123,6 +180,8 @@ export class Preview {
     try {
       await this.labels.add(this.lastImage, select.value);
       status.textContent = `Added to '${name}'. Train again to learn from it.`;
+      this.tried = this.tried.filter((tried) => tried.file !== this.lastImage);
+      this.showSuggestions();
     } catch (error) {
       status.textContent = error.message;
     }

@@ -4,12 +4,13 @@ import { modeName } from "./modes.js";
 import { api } from "./api.js";
 import { TrainingCharts } from "./charts.js";
 import { $, duration, emit, percent, plural, showMessage } from "./dom.js";
-import { overfittingWarning } from "./insights.js";
+import { estimateText, overfittingWarning } from "./insights.js";
 
 const STAGES = {
   embed: "Reading the images",
   head: "Training the classifier",
   finetune: "Fine-tuning the backbone",
+  refit: "Training the final model on every image",
   export: "Saving the model",
 };
 const ACTIVE = new Set(["queued", "running"]);
@@ -305,7 +306,10 @@ export class TrainingPanel {
     this.nVal = e.n_val;
     this.history = [];
     this.charts?.reset();
-    this.detail.textContent = `${modeName(e.mode)} with ${e.backbone} on ${e.device.toUpperCase()}: ${plural(e.n_train, "training image")}, ${plural(e.n_val, "validation image")}.`;
+    const images = e.validation === "cross-validation"
+      ? `${plural(e.n_train, "image")}, each checked by a model that did not train on it (cross-validation), then all used for the final model`
+      : `${plural(e.n_train, "training image")}, ${plural(e.n_val, "validation image")}`;
+    this.detail.textContent = `${modeName(e.mode)} with ${e.backbone} on ${e.device.toUpperCase()}: ${images}.`;
     this.statusLine.textContent = "Training started.";
   }
 
@@ -356,7 +360,10 @@ export class TrainingPanel {
   }
 
   finish(metrics) {
-    this.idle(`Trained in ${duration(metrics.train_seconds || 0)}: ${percent(metrics.val_accuracy || 0)} of the validation images are classified correctly.`);
+    const estimate = metrics.estimate;
+    this.idle(estimate
+      ? `Trained in ${duration(metrics.train_seconds || 0)}. Expected accuracy on new images: ${estimateText(estimate)}.`
+      : `Trained in ${duration(metrics.train_seconds || 0)}: ${percent(metrics.val_accuracy || 0)} of the validation images are classified correctly.`);
     const history = metrics.history || this.history || [];
     if (history.length) this.showCharts(history);
     this.nVal = metrics.n_val ?? this.nVal;

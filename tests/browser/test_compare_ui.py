@@ -163,3 +163,31 @@ def test_health_panel_lists_findings_and_follows_uploads(
     ).to_be_visible(timeout=60_000)
     page.get_by_test_id("health-refresh").click()
     expect(page.locator("#health-status")).to_contain_text("Checked just now")
+
+
+def test_a_suspected_mislabel_is_shown_and_moved_in_one_click(
+    page: Page, live_server: LiveServer, screenshots: Path
+) -> None:
+    stray = flower_photos("daisy", 1, skip=30)  # a daisy, filed under roses
+    pid = make_project(
+        live_server,
+        "Mislabelled flowers",
+        {"daisy": flower_photos("daisy", 15), "roses": [*flower_photos("roses", 15), *stray]},
+    )
+    open_project(page, pid)
+    finding = page.get_by_test_id("health-findings").locator("li[data-kind=suspected_mislabels]")
+    expect(finding).to_be_visible(timeout=60_000)
+    suspect = finding.get_by_test_id("suspect").filter(has_text="Filed as roses, looks like daisy")
+    expect(suspect).to_have_count(1)
+    expect(suspect.locator("img")).to_have_attribute("src", re.compile(r"/thumbnail$"))
+    thumbnail = suspect.locator("img").get_attribute("src")
+    shot(page, screenshots, "health-02-mislabel", ".panel.health")
+    suspect.get_by_test_id("move-to-predicted").click()
+    counts = page.get_by_test_id("class-count")
+    expect(counts.nth(0)).to_have_text("16")
+    expect(counts.nth(1)).to_have_text("15")
+    # The counts changed, so data health checks again, and the photo is no longer suspected.
+    expect(page.locator("#health-status")).to_contain_text("Checked just now", timeout=60_000)
+    expect(page.locator(f'[data-testid=suspect] img[src="{thumbnail}"]')).to_have_count(
+        0, timeout=60_000
+    )

@@ -161,6 +161,9 @@ def test_first_visit_to_trained_model(
     page.evaluate(WATCH_PROGRESS)
     page.get_by_test_id("train").click()
     expect(page.get_by_test_id("train-status")).to_contain_text("Trained", timeout=TRAIN_TIMEOUT_MS)
+    expect(page.get_by_test_id("train-status")).to_contain_text(
+        re.compile(r"Expected accuracy on new images: \d+ % \(\d+–\d+ %\)")
+    )
     seen = page.evaluate("window.__seen")
     assert any("epoch" in s["text"] for s in seen), seen
     assert any(0 < s["value"] < 1 for s in seen), seen
@@ -186,6 +189,12 @@ def test_first_visit_to_trained_model(
     page.get_by_test_id("add-to-class").click()
     expect(page.locator("#preview-correct-status")).to_contain_text("Added to 'Daisy'")
     expect(card(page, 0).get_by_test_id("class-count")).to_have_text(str(PER_CLASS + 1))
+    # A second file: the least sure images tried are offered for labelling; "Not sure" follows the API.
+    page.get_by_test_id("preview-upload").set_input_files(daisies[1])
+    expect(page.get_by_test_id("suggestions")).to_be_visible()
+    expect(page.get_by_test_id("suggestion")).to_have_count(1)  # the first was already added
+    expect(page.get_by_test_id("suggestion").first).to_contain_text("% sure")
+    expect(page.get_by_test_id("unsure")).to_have_text(re.compile("^Not sure"))
     page.locator("#preview-webcam").click()
     expect(page.locator("#preview-video")).to_be_visible()
     page.wait_for_function("() => document.querySelector('#preview-video').videoWidth > 0")

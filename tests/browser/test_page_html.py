@@ -20,7 +20,8 @@ TEST_IDS = {"class-card", "add-class", "class-name", "class-upload", "class-coun
             "train", "progress", "train-status", "preview-upload", "prediction", "download-model", "compare",
             "compare-result", "recommendation", "keep-model", "health-findings", "health-refresh",
             "add-to-class", "add-to-class-select", "move-to-predicted", "share-model", "share-url",
-            "share-embed", "revoke-share", "project-save", "project-open", "project-open-file"}  # fmt: skip
+            "share-embed", "revoke-share", "project-save", "project-open", "project-open-file",
+            "unsure", "suggestions", "suggestion", "add-suggestion", "suspect"}  # fmt: skip
 STATIC = Path(__file__).resolve().parents[2] / "static"
 
 
@@ -59,9 +60,22 @@ def test_every_test_hook_is_on_the_page(page: tuple[str, dict[str, str]]) -> Non
     html, _ = page
     # `prediction` rows are made by the script; the others are in the HTML or the card template.
     found = {attrs["data-testid"] for _, attrs in elements(html) if attrs.get("data-testid")}
-    assert found == TEST_IDS - {"prediction", "keep-model", "move-to-predicted"}
+    assert found == TEST_IDS - {
+        "prediction",
+        "keep-model",
+        "move-to-predicted",
+        "suggestion",
+        "add-suggestion",
+        "suspect",
+    }
     assert '"data-testid": "keep-model"' in (STATIC / "js" / "comparing.js").read_text()
     assert '"data-testid": "move-to-predicted"' in (STATIC / "js" / "insights.js").read_text()
+    preview_js = (STATIC / "js" / "preview.js").read_text()
+    assert (
+        '"data-testid": "suggestion"' in preview_js
+        and '"data-testid": "add-suggestion"' in preview_js
+    )
+    assert '"data-testid": "suspect"' in (STATIC / "js" / "health.js").read_text()
     assert 'data-testid": "prediction"' in (STATIC / "js" / "preview.js").read_text().replace(
         "'", '"'
     )

@@ -14,12 +14,13 @@ from pydantic import BaseModel
 from app.cli.main import main
 from app.engine.compare.measure import validation_outcomes
 from app.engine.compare.report import CompareReport, train_val_gap
-from app.engine.compare.rule import mcnemar_p, recommend, wilson_interval
+from app.engine.compare.rule import mcnemar_p, recommend
 from app.engine.compare.run import RunEvents, compare_modes
 from app.engine.context import RunContext
 from app.engine.dataset import from_folder, from_items, scan_folder
 from app.engine.embeddings import Embedder, EmbeddingCache
 from app.engine.errors import TrainingCancelled
+from app.engine.estimate import wilson_interval
 from app.engine.events import Cancelled, Done, Epoch, Failed, Log, Progress, Started
 from app.engine.model_zip import OnnxClassifier
 from app.engine.params import Mode, TrainParams

@@ -121,10 +121,10 @@ def image_forms(photo: Image.Image) -> dict[str, Callable[[Path], Path]]:
 
 
 def parse(stdout: str) -> dict[str, dict[str, float]]:
-    """`path: label p  label p ...` lines to {path: {label: p}}."""
+    """`path: [not sure: ]label p  label p ...` lines to {path: {label: p}}."""
     answers = {}
     for line in stdout.splitlines():
-        match = LINE.match(line)
+        match = LINE.match(line.replace(": not sure: ", ": ", 1))
         assert match, line
         words = match["ranked"].split()
         answers[match["path"]] = {words[i]: float(words[i + 1]) for i in range(0, len(words), 2)}
@@ -271,3 +271,38 @@ def test_shipped_samples_check_a_pipeline(flowers_zip: tuple[Path, Path], tmp_pa
     differs = run_shipped_predict(tampered, site, "--check")
     assert differs.returncode == 1
     assert "samples/rgb.png: DIFFERS" in differs.stdout
+
+
+def with_threshold(model: Path, folder: Path, out: Path, threshold: float) -> tuple[Path, Path]:
+    """The same model, its metadata.json's unsure_below set to `threshold`: as a zip and as a folder."""
+    shutil.copytree(folder, out / "unzipped")
+    meta_path = out / "unzipped" / "metadata.json"
+    meta = json.loads(meta_path.read_text()) | {"unsure_below": threshold}
+    meta_path.write_text(json.dumps(meta))
+    with zipfile.ZipFile(model) as source, zipfile.ZipFile(out / "model.zip", "w") as target:
+        for name in source.namelist():
+            data = meta_path.read_bytes() if name == "metadata.json" else source.read(name)
+            target.writestr(name, data)
+    return out / "model.zip", out / "unzipped"
+
+
+def test_both_say_not_sure_below_the_models_threshold(
+    flowers: Path, flowers_zip: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, folder = flowers_zip
+    assert 0.0 <= json.loads((folder / "metadata.json").read_text())["unsure_below"] <= 1.0
+    photos = [str(p) for p in sorted((flowers / "val" / "roses").glob("*.jpg"))[:6]]
+    tops = {
+        p: max(answer.values())
+        for p, answer in parse(teachbox_predict(str(model), *photos).stdout).items()
+    }
+    threshold = sorted(tops.values())[3]  # three photos below it, three at or above
+    zip_path, unzipped = with_threshold(model, folder, tmp_path, threshold)
+    for run in (
+        teachbox_predict(str(zip_path), *photos),
+        run_shipped_predict(unzipped, isolated_site(tmp_path), *photos),
+    ):
+        assert run.returncode == 0, run.stderr
+        unsure = {line.split(": ")[0] for line in run.stdout.splitlines() if ": not sure: " in line}
+        assert unsure == {p for p, top in tops.items() if top < threshold - 1e-3}
+        assert len(unsure) == 3

@@ -49,7 +49,7 @@ def test_tflite_files_agree_with_pytorch_and_onnx(
     report = metadata["parity"]["tflite"]
     assert report["float32"]["passed"] and report["float32"]["top1_agree"]
     assert report["float32"]["max_abs_diff"] < report["float32"]["tolerance"]
-    assert report["float32"]["images"] == 4
+    assert report["float32"]["images"] == 20  # every image, as the out-of-fold estimate counts them
     assert report["int8"]["passed"] and report["int8"]["top1_agreement"] == 1.0
     assert report["int8"]["size_bytes"] < report["float32"]["size_bytes"] / 2.5
     with zipfile.ZipFile(out) as archive:

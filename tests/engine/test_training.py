@@ -44,11 +44,17 @@ def test_transfer_learns_colours_and_reports_every_metric(
     result = fit(from_folder(session_colours, seed=1), params, RunContext(embedder, on_event=sink))
     assert result.metrics.val_accuracy == 1.0
     assert result.metrics.per_class == {"blue": 1.0, "red": 1.0}
-    assert result.metrics.confusion_matrix == [[2, 0], [0, 2]]
+    # Every image is predicted out of fold, so the confusion matrix counts all twenty.
+    assert result.metrics.confusion_matrix == [[10, 0], [0, 10]]
     assert result.metrics.labels == ["blue", "red"]
     assert result.metrics.epochs_run == 10
     assert set(result.history[0]) >= {"train_loss", "train_acc", "val_loss", "val_acc"}
-    assert isinstance(events[0], Started) and events[0].stages == ["embed", "head", "export"]
+    assert isinstance(events[0], Started) and events[0].stages == [
+        "embed",
+        "head",
+        "refit",
+        "export",
+    ]
     assert any(isinstance(e, Progress) and e.stage == "embed" for e in events)
     assert [e.epoch for e in events if isinstance(e, Epoch)] == list(range(1, 11))
 
@@ -207,7 +213,8 @@ def test_files_it_cannot_read_are_reported_with_the_reason(
     reasons = {Path(s.path).name: s.reason for s in result.metrics.skipped}
     assert sorted(reasons) == ["empty.jpg", "scan.tif"]
     assert reasons["empty.jpg"].startswith("The file is empty.")
-    assert len(result.val_paths) + result.metrics.n_train == 12
+    # The twelve readable images: each predicted out of fold, and all trained on at the end.
+    assert len(result.val_paths) == result.metrics.n_train == 12
     warnings = [e.message for e in events if isinstance(e, Log) and e.level == "warning"]
     assert any(message.startswith("Skipped scan.tif: .tif is not an image") for message in warnings)
 

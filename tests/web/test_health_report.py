@@ -80,3 +80,29 @@ def test_health_errors(client: TestClient) -> None:
     }
     assert client.get(f"/api/projects/{'0' * 32}/health").status_code == 404
     assert client.get(f"/api/projects/{pid}/health", params={"curve": "maybe"}).status_code == 422
+
+
+def test_a_suspected_mislabel_is_named_by_id_and_fixed_in_one_move(client: TestClient) -> None:
+    pid = create_project(client, "mislabelled")
+    red, blue = create_class(client, pid, "red"), create_class(client, pid, "blue")
+    reds = [(f"red_{i}.jpg", image_bytes(RED, seed=i)) for i in range(8)]
+    assert upload(client, pid, red, reds).status_code == 200
+    blues = [(f"blue_{i}.jpg", image_bytes(BLUE, seed=100 + i)) for i in range(8)]
+    wrong = ("copy.jpg", image_bytes(RED, seed=50))  # a red picture, filed under 'blue'
+    assert upload(client, pid, blue, [*blues, wrong]).status_code == 200
+    images = {i["filename"]: i for i in client.get(f"/api/projects/{pid}/images").json()}
+    copy = images["copy.jpg"]
+    report = client.get(f"/api/projects/{pid}/health", params={"curve": False}).json()
+    found = [f for f in report["findings"] if f["kind"] == "suspected_mislabels"]
+    assert len(found) == 1 and found[0]["severity"] == "warning"
+    suspects = {s["image_id"]: s for s in found[0]["suspects"]}
+    assert copy["id"] in suspects
+    suspect = suspects[copy["id"]]
+    assert suspect["labelled"] == "blue" and suspect["predicted"] == "red"
+    assert suspect["thumbnail_url"] == f"/api/projects/{pid}/images/{copy['id']}/thumbnail"
+    assert suspect["path"] is None and str(client.app.state.settings.data_dir) not in str(found)
+    moved = client.patch(f"/api/projects/{pid}/images/{copy['id']}", json={"class_id": red})
+    assert moved.status_code == 200, moved.text
+    again = client.get(f"/api/projects/{pid}/health", params={"curve": False}).json()
+    still = [s for f in again["findings"] for s in f["suspects"] if s["image_id"] == copy["id"]]
+    assert still == []

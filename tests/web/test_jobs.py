@@ -71,7 +71,11 @@ def test_stream_has_increasing_ids_typed_events_and_ends_after_done(
     progress = [json.loads(e["data"]) for e in events if e["event"] == "progress"]
     assert all({"done", "total", "eta_s"} <= set(p) for p in progress)
     started = json.loads(events[0]["data"])
-    assert started["labels"] == ["red", "blue"] and started["n_train"] + started["n_val"] == 10
+    assert started["labels"] == ["red", "blue"]
+    # Transfer learning validates every image out of fold and trains the final model on all ten.
+    assert started["validation"] == "cross-validation"
+    assert started["n_train"] == started["n_val"] == 10
+    assert started["stages"] == ["embed", "head", "refit", "export"]
 
 
 def test_job_carries_params_metrics_and_model(trained: dict[str, Any]) -> None:
@@ -94,14 +98,24 @@ def test_job_carries_params_metrics_and_model(trained: dict[str, Any]) -> None:
         "red",
         "blue",
     }
+    estimate = job["metrics"]["estimate"]
+    assert estimate == done["metrics"]["estimate"]
+    assert estimate["low"] <= estimate["accuracy"] <= estimate["high"]
+    assert estimate["accuracy"] == job["metrics"]["val_accuracy"] and estimate["n_images"] == 10
+    assert "cross-validation" in estimate["method"]
+    assert job["metrics"]["n_train"] == 10
     assert job["model_url"] == f"/api/jobs/{jid}/model"
     assert client.get(f"/api/projects/{trained['pid']}").json()["model_job_id"] == jid
     assert [j["id"] for j in client.get(f"/api/projects/{trained['pid']}/jobs").json()] == [jid]
 
     model = client.get(f"/api/jobs/{jid}/model")
     assert model.status_code == 200 and model.headers["content-type"] == "application/zip"
-    names = set(zipfile.ZipFile(io.BytesIO(model.content)).namelist())
+    archive = zipfile.ZipFile(io.BytesIO(model.content))
+    names = set(archive.namelist())
     assert {"model.onnx", "model.safetensors", "labels.txt", "metadata.json", "predict.py"} <= names
+    metadata = json.loads(archive.read("metadata.json"))
+    assert metadata["estimate"] == estimate
+    assert metadata["unsure_below"] == job["metrics"]["calibration"]["unsure_below"]
 
 
 def test_last_event_id_replays_what_was_missed(trained: dict[str, Any]) -> None:
@@ -130,6 +144,10 @@ def test_predict_uses_the_latest_model(trained: dict[str, Any]) -> None:
         files={"file": ("y.png", image_bytes(BLUE, seed=998, fmt="PNG"), "image/png")},
     )
     assert blue.json()["predictions"][0]["label"] == "blue"
+    threshold = client.get(f"/api/jobs/{jid}").json()["metrics"]["calibration"]["unsure_below"]
+    for answer in (body, blue.json()):
+        assert answer["unsure_below"] == threshold
+        assert answer["unsure"] is (answer["predictions"][0]["probability"] < threshold)
 
 
 def test_predictions_sent_together_run_as_batches_and_match_one_at_a_time(

@@ -10,10 +10,8 @@ from pydantic import BaseModel, Field
 from app.engine.compare.measure import (
     model_sizes,
 )
-from app.engine.compare.rule import (
-    Paired,
-    wilson_interval,
-)
+from app.engine.compare.rule import Paired
+from app.engine.estimate import wilson_interval
 from app.engine.health.report import HealthReport
 from app.engine.params import Mode
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,9 @@ def _compare(
     epochs: Mapping[Mode, int] | None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
+    # McNemar pairs the two models on the same images, which neither may train on: transfer
+    # learning, which otherwise trains on every image, keeps the split's validation images apart.
+    dataset = replace(dataset, val_held_out=True)
     run_params = {mode: mode_params(params, mode, epochs) for mode in MODES}
     out_dir.mkdir(parents=True, exist_ok=True)
 

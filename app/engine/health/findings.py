@@ -27,6 +27,7 @@ class FindingKind(StrEnum):
     UNIFORM_CLASS = "uniform_class"
     UNREADABLE_IMAGES = "unreadable_images"
     NEEDS_MORE_IMAGES = "needs_more_images"
+    SUSPECTED_MISLABELS = "suspected_mislabels"
 
 
 Severity = Literal["warning", "info"]
@@ -42,6 +43,17 @@ class ImagePair(BaseModel):
     )
 
 
+class Suspect(BaseModel):
+    """One image whose label the out-of-fold prediction contradicts."""
+
+    path: str | None = Field(None, description="The image file (engine and CLI).")
+    image_id: str | None = Field(None, description="The image (the API names images by id).")
+    thumbnail_url: str | None = None
+    labelled: str = Field(description="The class it is filed under.")
+    predicted: str = Field(description="The class a head that never saw it predicts.")
+    probability: float = Field(description="Calibrated probability of the predicted class.")
+
+
 class Finding(BaseModel):
     """One problem in the data: what it is, how much it matters, where, and what to do."""
 
@@ -51,6 +63,10 @@ class Finding(BaseModel):
     images: list[str] = Field(default_factory=list, description="The image files involved (paths).")
     pairs: list[ImagePair] = Field(
         default_factory=list, description=f"Duplicate findings: the pairs (at most {PAIRS_LISTED})."
+    )
+    suspects: list[Suspect] = Field(
+        default_factory=list,
+        description="Suspected mislabels: each image with its class and the class predicted for it.",
     )
     message: str = Field(description="A plain sentence that says what is wrong and what to do.")
 

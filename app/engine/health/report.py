@@ -36,6 +36,11 @@ from app.engine.health.duplicates import (
     near_duplicate_pairs,
 )
 from app.engine.health.findings import Finding, SplitImage
+from app.engine.health.mislabels import (
+    mislabel_findings,
+    mislabel_possible,
+    suspected_mislabels,
+)
 from app.engine.params import TrainParams
 
 
@@ -99,6 +104,10 @@ def analyse_health(
         ),
         *uniform_class_findings(similarity),
     ]
+    if mislabel_possible(good, len(labels)):
+        findings += mislabel_findings(
+            suspected_mislabels(good, vectors, labels, params, should_stop)
+        )
     learning = (
         learning_curve(curve_data(good, vectors), labels, params, on_event, should_stop)
         if curve and curve_possible(good)

@@ -46,7 +46,8 @@ def predict(
     settings: SettingsDep,
     response: Response,
 ) -> PredictResult:
-    """Probabilities for every class, most likely first, from the latest succeeded job's model.
+    """Probabilities for every class, most likely first, from the latest succeeded job's model,
+    and whether the model is unsure (its top probability below the model's `unsure_below`).
 
     Requests that arrive together are run as one batch. The `Server-Timing` header says where the
     time went: decoding, waiting for the model, the model itself (and the batch it ran in).
@@ -69,6 +70,10 @@ def predict(
         f'model;dur={timing.model_s * 1000:.1f};desc="batch of {timing.batch_size}"'
     )
     ranked = sorted(zip(labels, probabilities.tolist(), strict=True), key=lambda pair: -pair[1])
+    threshold = models.get(job).unsure_below
     return PredictResult(
-        predictions=[Prediction(label=label, probability=p) for label, p in ranked], job_id=job.id
+        predictions=[Prediction(label=label, probability=p) for label, p in ranked],
+        unsure=ranked[0][1] < threshold,
+        unsure_below=threshold,
+        job_id=job.id,
     )
