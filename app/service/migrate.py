@@ -64,8 +64,13 @@ def _connected(engine: Engine) -> Iterator[Connection]:
     except OperationalError as exc:
         raise Unavailable(
             f"Could not reach the database at {engine.url.render_as_string(hide_password=True)}: "
-            f"{str(exc.orig).strip()}. Check that it runs and that the URL is right."
+            f"{_first_line(exc.orig)}. Check that it runs and that the URL is right."
         ) from None
+
+
+def _first_line(error: BaseException | None) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0].rstrip(".") if lines else "no answer"
 
 
 def _alembic_config(connection: Connection) -> Config:

@@ -45,7 +45,12 @@ class Store(JobTable, ShareTable):
         self.data_dir = data_dir
         self.projects_dir = data_dir / "projects"
         self.projects_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__(data_dir / "teachbox.sqlite")
+        super().__init__(self.database_file(data_dir))
+
+    @staticmethod
+    def database_file(data_dir: Path) -> Path:
+        """The data dir's SQLite database (the default metadata database)."""
+        return data_dir / "teachbox.sqlite"
 
     # Files
 
