@@ -19,17 +19,14 @@ def _data_dir_database(args: argparse.Namespace, must_exist: bool) -> str:
         raise NotFound(
             f"There is no Teachbox database at {path}. Pass the server's data folder with --data-dir."
         )
+    path.parent.mkdir(parents=True, exist_ok=True)
     return sqlite_url(path)
 
 
 def command_db_upgrade(args: argparse.Namespace) -> int:
     from app.service.migrate import upgrade
 
-    url = args.database_url or _data_dir_database(args, must_exist=False)
-    if args.database_url is None:
-        from app.service.store import Store
-
-        Store(settings_from_args(args).data_dir)  # a new data dir gets its folders and tables
+    url = settings_from_args(args).database_url or _data_dir_database(args, must_exist=False)
     revision = upgrade(url)
     print(f"The database is at revision {revision}, the newest.")
     return 0

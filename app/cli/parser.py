@@ -246,7 +246,7 @@ def add_db_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     upgrade.add_argument(
         "--database-url",
-        help="postgresql://USER:PASSWORD@HOST:PORT/NAME (default: the data folder's SQLite file).",
+        help="postgresql://USER:PASSWORD@HOST:PORT/NAME (env TEACHBOX_DATABASE_URL; default: the data folder's SQLite file).",
     )
     upgrade.set_defaults(handler=command_db_upgrade)
     copy = actions.add_parser(

@@ -12,19 +12,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, create_engine, func, inspect, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from app.engine.errors import Conflict, InvalidInput, Unavailable
-from app.service.database import Database
+from app.service.schema import JOB_MIGRATIONS, PROJECT_MIGRATIONS
 from app.service.tables import metadata
 
 BASELINE = "0001"
+MIGRATION_LOCK = 0x7EAC_B0C5  # the advisory lock key PostgreSQL migrations hold
 COPY_BATCH = 500  # rows per INSERT: a few hundred keeps memory flat for a data dir of any size
 
 
@@ -32,7 +34,7 @@ def sqlite_url(db_path: Path) -> str:
     return f"sqlite:///{db_path}"
 
 
-def engine_for(url: str) -> Engine:
+def engine_for(url: str, **options: Any) -> Engine:
     """An engine for a database URL; plain `postgresql://` means the psycopg (v3) driver."""
     try:
         parsed = make_url(url)
@@ -42,10 +44,25 @@ def engine_for(url: str) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise InvalidInput(_bad_url(url))
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:
+        # Waits up to 30 s for another process's write lock; pooled connections move between threads.
+        options["connect_args"] = {"timeout": 30, "check_same_thread": False}
     try:
-        return create_engine(parsed)
+        engine = create_engine(parsed, **options)
     except NoSuchModuleError:
         raise InvalidInput(_bad_url(url)) from None
+    if sqlite:
+        event.listen(engine, "connect", _sqlite_connected)
+    return engine
+
+
+def _sqlite_connected(connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling off: `transaction` begins them itself (immediate ones
+    # for writes), and SQLite's DDL is transactional, so a migration is one transaction too.
+    connection.isolation_level = None
+    for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):
+        connection.execute(f"PRAGMA {pragma}")
 
 
 def _bad_url(url: str) -> str:
@@ -56,10 +73,26 @@ def _bad_url(url: str) -> str:
 
 
 @contextmanager
-def _connected(engine: Engine) -> Iterator[Connection]:
+def transaction(engine: Engine, write: bool = False) -> Iterator[Connection]:
+    """One transaction, committed at the end unless it raises. With `write` on SQLite it is
+    immediate (it takes the write lock first), so a check-then-act in it is race-free; on
+    PostgreSQL a check-then-act locks the rows it checks instead (`FOR UPDATE`)."""
+    with engine.connect() as connection:
+        if _is_sqlite(engine):  # PostgreSQL's driver begins one by itself
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        yield connection
+        connection.commit()
+
+
+def _is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def _connected(engine: Engine, write: bool = False) -> Iterator[Connection]:
     """One transaction on the database; an unreachable server becomes a sentence."""
     try:
-        with engine.begin() as connection:
+        with transaction(engine, write) as connection:
             yield connection
     except OperationalError as exc:
         raise Unavailable(
@@ -91,16 +124,18 @@ def current_revision(url: str) -> str | None:
 
 
 def upgrade(url: str) -> str:
-    """Bring the database at `url` to the newest revision, keeping every row; returns that revision."""
+    """Bring the database at `url` to the newest revision, keeping every row; returns that revision.
+
+    In one transaction that first takes a lock (SQLite's write lock, a PostgreSQL advisory lock),
+    so a web server and its workers may start at once: one migrates, the others then find it done."""
     engine = engine_for(url)
     try:
-        with _connected(engine) as connection:
-            legacy = _made_before_alembic(connection)
-        if legacy:
-            _finish_legacy_columns(engine)
-        with _connected(engine) as connection:
+        with _connected(engine, write=True) as connection:
+            if not _is_sqlite(engine):
+                connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
             config = _alembic_config(connection)
-            if legacy:
+            if _made_before_alembic(connection):
+                _finish_legacy_columns(connection)
                 command.stamp(config, BASELINE)
             command.upgrade(config, "head")
             revision = MigrationContext.configure(connection).get_current_revision()
@@ -114,15 +149,18 @@ def _made_before_alembic(connection: Connection) -> bool:
     return "projects" in tables and "alembic_version" not in tables
 
 
-def _finish_legacy_columns(engine: Engine) -> None:
-    """A SQLite file from before Alembic gets the columns its own code adds when it opens one."""
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database:
+def _finish_legacy_columns(connection: Connection) -> None:
+    """A SQLite file from before Alembic gets the columns its own code added when it opened one."""
+    if connection.dialect.name != "sqlite":
         raise Conflict(
             "This database has Teachbox's tables but no Alembic revision, and only SQLite files "
             "predate Alembic. Copy it from a SQLite data dir with `teachbox db copy` instead."
         )
-    Database(Path(database))
+    for table, migrations in (("jobs", JOB_MIGRATIONS), ("projects", PROJECT_MIGRATIONS)):
+        columns = {column["name"] for column in inspect(connection).get_columns(table)}
+        for column, statement in migrations.items():
+            if column not in columns:
+                connection.exec_driver_sql(statement)
 
 
 def row_counts(connection: Connection) -> dict[str, int]:

@@ -8,6 +8,8 @@ order (parents before children).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Column,
     Float,
@@ -157,3 +159,10 @@ job_events = Table(
     Column("data", Text, nullable=False),
     PrimaryKeyConstraint("job_id", "seq"),
 )
+
+
+def insertion_order(table: Table) -> tuple[Column[Any], Column[Any]]:
+    """Oldest first: by creation time, then by id (random, but fixed) for rows made in the same instant.
+
+    The SQLite-only code broke ties by rowid; PostgreSQL has none."""
+    return table.c.created_at, table.c.id

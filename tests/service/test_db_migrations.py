@@ -8,7 +8,7 @@ refuses a target that already holds some.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -23,19 +23,17 @@ from app.engine.params import TrainParams
 from app.service import migrate
 from app.service.accounts import Accounts
 from app.service.records import JobStatus
-from app.service.schema import SCHEMA
+from app.service.schema import JOB_MIGRATIONS, PROJECT_MIGRATIONS, SCHEMA
 from app.service.store import Store
 from app.service.tables import jobs, metadata, projects, users
 from app.service.uploads import prepare_image
-from tests.postgres_helpers import PostgresServer, start_postgres
+from tests.postgres_helpers import PostgresServer
 from tests.web.api_helpers import BLUE, RED, image_bytes
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = start_postgres()
-    yield server
-    server.close()
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> PostgresServer:
+    return postgres_server
 
 
 def filled_data_dir(data_dir: Path) -> Store:
@@ -61,6 +59,35 @@ def filled_data_dir(data_dir: Path) -> Store:
     store.share_project(project.id)
     store.create_project("empty")
     return store
+
+
+def made_by_the_code_before_alembic(path: Path) -> Path:
+    """A database file as the code before Alembic made one: its SCHEMA, then its column migrations."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+        for table, migrations in (("jobs", JOB_MIGRATIONS), ("projects", PROJECT_MIGRATIONS)):
+            columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            for column, statement in migrations.items():
+                if column not in columns:
+                    db.execute(statement)
+    return path
+
+
+def filled_before_alembic(tmp_path: Path) -> Path:
+    """The data dir's database made by the code before Alembic, holding the rows today's store
+    and accounts write (a row in every table)."""
+    rows = filled_data_dir(tmp_path / "today").db_path
+    legacy = made_by_the_code_before_alembic(tmp_path / "data" / "teachbox.sqlite")
+    with closing(sqlite3.connect(legacy, isolation_level=None)) as db:
+        db.execute("ATTACH DATABASE ? AS today", (str(rows),))
+        for table in metadata.sorted_tables:
+            columns = ", ".join(column.name for column in table.columns)
+            db.execute(
+                f"INSERT INTO main.{table.name} ({columns}) SELECT {columns} FROM today.{table.name}"
+            )
+    return legacy
 
 
 def all_rows(url: str) -> dict[str, list[dict[str, object]]]:
@@ -116,16 +143,16 @@ def sqlite_schema(path: Path) -> dict[str, object]:
 
 
 def test_the_first_revision_is_the_schema_made_before_alembic(tmp_path: Path) -> None:
-    made_before = Store(tmp_path / "before").db_path
+    made_before = made_by_the_code_before_alembic(tmp_path / "before.sqlite")
     fresh = tmp_path / "fresh.sqlite"
     assert migrate.upgrade(migrate.sqlite_url(fresh)) == migrate.BASELINE
     assert sqlite_schema(fresh) == sqlite_schema(made_before)
 
 
 def test_upgrading_a_data_dir_from_before_alembic_keeps_every_row(tmp_path: Path) -> None:
-    store = filled_data_dir(tmp_path / "data")
-    url = migrate.sqlite_url(store.db_path)
+    url = migrate.sqlite_url(filled_before_alembic(tmp_path))
     before = all_rows(url)
+    assert all(before.values()), "a row in every table"
     assert migrate.current_revision(url) is None
 
     assert migrate.upgrade(url) == migrate.BASELINE
@@ -143,7 +170,7 @@ def test_the_oldest_data_dir_gets_its_later_columns_before_it_is_stamped(tmp_pat
         db.executescript(SCHEMA)
         db.execute("INSERT INTO projects (id, name, created_at) VALUES ('p' , 'old', 1.0)")
     migrate.upgrade(migrate.sqlite_url(oldest))
-    assert sqlite_schema(oldest) == sqlite_schema(Store(tmp_path / "now").db_path)
+    assert sqlite_schema(oldest) == sqlite_schema(made_by_the_code_before_alembic(tmp_path / "b"))
     assert all_rows(migrate.sqlite_url(oldest))["projects"] == [
         {"id": "p", "name": "old", "created_at": 1.0, "owner_id": None}
     ]

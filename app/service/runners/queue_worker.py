@@ -73,7 +73,7 @@ class QueueWorker:
         self.settings = settings
         self.name = worker_name(settings.device)
         self.queue = JobQueue(settings)
-        self.store = Store(settings.data_dir)
+        self.store = Store(settings.data_dir, settings.database_url)
         self.log = EventLog(self.store, shared=True, publish=self.queue.publish_event)
         self._embedders: dict[str, Embedder] = {}
         self._execution = JobExecution(self.store, self.log, settings, self._embedder)
