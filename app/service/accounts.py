@@ -17,7 +17,17 @@ from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import ColumnElement, Connection, RowMapping, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from app.engine.errors import Conflict, InvalidInput, NotFound, Unauthorized
@@ -113,6 +123,18 @@ def _user(row: RowMapping) -> User:
 
 def _no_user(name: str) -> NotFound:
     return NotFound(f"There is no user named '{name}'. List them with `teachbox users list`.")
+
+
+# Built once: every request with a session or token runs it.
+USER_FOR_SECRET = (
+    select(users)
+    .join(credentials, credentials.c.user_id == users.c.id)
+    .where(
+        credentials.c.digest == bindparam("digest"),
+        credentials.c.kind == bindparam("kind"),
+        credentials.c.expires_at.is_(None) | (credentials.c.expires_at > bindparam("now")),
+    )
+)
 
 
 class Accounts(Database):
@@ -273,21 +295,9 @@ class Accounts(Database):
 
     def user_for(self, secret: str, kind: CredentialKind) -> User | None:
         """Whose session or token this secret is, unless it expired or was ended."""
+        values = {"digest": digest(secret), "kind": kind, "now": time.time()}
         with self._db() as db:
-            row = (
-                db.execute(
-                    select(users)
-                    .join(credentials, credentials.c.user_id == users.c.id)
-                    .where(
-                        credentials.c.digest == digest(secret),
-                        credentials.c.kind == kind,
-                        credentials.c.expires_at.is_(None)
-                        | (credentials.c.expires_at > time.time()),
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            row = db.execute(USER_FOR_SECRET, values).mappings().first()
         return _user(row) if row else None
 
     # Join codes

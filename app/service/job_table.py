@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, literal, select, update
+from sqlalchemy import Connection, bindparam, func, insert, literal, select, update
 
 from app.engine.dataset import check_minimums
 from app.engine.errors import Conflict, NotFound
@@ -18,6 +18,28 @@ from app.service.tables import ACTIVE, classes, images, insertion_order, job_eve
 
 # Who runs a job in the embedded default: the web process's own worker thread.
 IN_PROCESS_WORKER = "in-process"
+
+
+# Built once: the statements requests and event streams run (building one costs more than running it).
+JOB_BY_ID = select(*JOB_COLUMNS).where(jobs.c.id == bindparam("job_id"))
+ACTIVE_JOB = select(*JOB_COLUMNS).where(
+    jobs.c.project_id == bindparam("project_id"), jobs.c.status.in_(ACTIVE)
+)
+LATEST_MODEL_JOB = (
+    select(*JOB_COLUMNS)
+    .where(
+        jobs.c.project_id == bindparam("project_id"),
+        jobs.c.status == "succeeded",
+        (jobs.c.kind == "train") | jobs.c.kept_mode.is_not(None),
+    )
+    .order_by(func.coalesce(jobs.c.kept_at, jobs.c.finished_at).desc(), jobs.c.id.desc())
+    .limit(1)
+)
+EVENTS_AFTER = (
+    select(job_events.c.seq, job_events.c.type, job_events.c.data)
+    .where(job_events.c.job_id == bindparam("job_id"), job_events.c.seq > bindparam("after"))
+    .order_by(job_events.c.seq)
+)
 
 
 class JobTable(JobLeases):
@@ -131,7 +153,7 @@ class JobTable(JobLeases):
         if not is_id(job_id):
             return None
         with self._db() as db:
-            row = db.execute(select(*JOB_COLUMNS).where(jobs.c.id == job_id)).mappings().first()
+            row = db.execute(JOB_BY_ID, {"job_id": job_id}).mappings().first()
         return job_from_row(row) if row else None
 
     def list_jobs(self, project_id: str) -> list[Job]:
@@ -144,37 +166,14 @@ class JobTable(JobLeases):
 
     def active_job(self, project_id: str) -> Job | None:
         with self._db() as db:
-            row = (
-                db.execute(
-                    select(*JOB_COLUMNS).where(
-                        jobs.c.project_id == project_id, jobs.c.status.in_(ACTIVE)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            row = db.execute(ACTIVE_JOB, {"project_id": project_id}).mappings().first()
         return job_from_row(row) if row else None
 
     def latest_model_job(self, project_id: str) -> Job | None:
         """The project's model: the latest succeeded training or kept comparison result, by when it
         finished or was kept (keeping an older comparison's model makes it the project's model)."""
         with self._db() as db:
-            row = (
-                db.execute(
-                    select(*JOB_COLUMNS)
-                    .where(
-                        jobs.c.project_id == project_id,
-                        jobs.c.status == "succeeded",
-                        (jobs.c.kind == "train") | jobs.c.kept_mode.is_not(None),
-                    )
-                    .order_by(
-                        func.coalesce(jobs.c.kept_at, jobs.c.finished_at).desc(), jobs.c.id.desc()
-                    )
-                    .limit(1)
-                )
-                .mappings()
-                .first()
-            )
+            row = db.execute(LATEST_MODEL_JOB, {"project_id": project_id}).mappings().first()
         return job_from_row(row) if row else None
 
     def keep_mode(self, job_id: str, mode: str) -> None:
@@ -282,11 +281,7 @@ class JobTable(JobLeases):
 
     def events_after(self, job_id: str, after: int) -> list[StoredEvent]:
         with self._db() as db:
-            rows = db.execute(
-                select(job_events.c.seq, job_events.c.type, job_events.c.data)
-                .where(job_events.c.job_id == job_id, job_events.c.seq > after)
-                .order_by(job_events.c.seq)
-            ).all()
+            rows = db.execute(EVENTS_AFTER, {"job_id": job_id, "after": after}).all()
         return [StoredEvent(seq=row.seq, type=row.type, data=row.data) for row in rows]
 
     def last_event_seq(self, job_id: str) -> int:

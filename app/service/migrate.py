@@ -78,8 +78,10 @@ def transaction(engine: Engine, write: bool = False) -> Iterator[Connection]:
     immediate (it takes the write lock first), so a check-then-act in it is race-free; on
     PostgreSQL a check-then-act locks the rows it checks instead (`FOR UPDATE`)."""
     with engine.connect() as connection:
-        if _is_sqlite(engine):  # PostgreSQL's driver begins one by itself
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # SQLite reads run outside a transaction, each statement on its own (as before Alembic);
+        # PostgreSQL's driver begins a transaction by itself.
+        if write and _is_sqlite(engine):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield connection
         connection.commit()
 

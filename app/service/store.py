@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.engine.errors import InvalidInput, NotFound
@@ -33,6 +33,15 @@ from app.service.tables import classes, images, insertion_order, projects
 from app.service.uploads import (
     PreparedImage,
     clean_filename,
+)
+
+# Built once: the statements each request runs (building one costs more than running it).
+PROJECT_BY_ID = project_query().where(projects.c.id == bindparam("project_id"))
+CLASS_BY_ID = class_query().where(
+    classes.c.project_id == bindparam("project_id"), classes.c.id == bindparam("class_id")
+)
+IMAGE_BY_ID = select(*IMAGE_COLUMNS).where(
+    images.c.project_id == bindparam("project_id"), images.c.id == bindparam("image_id")
 )
 
 
@@ -129,7 +138,7 @@ class Store(JobTable, ShareTable):
         if not is_id(project_id):
             return None
         with self._db() as db:
-            row = db.execute(project_query().where(projects.c.id == project_id)).mappings().first()
+            row = db.execute(PROJECT_BY_ID, {"project_id": project_id}).mappings().first()
         return Project(**row) if row else None
 
     def rename_project(self, project_id: str, name: str) -> None:
@@ -214,11 +223,7 @@ class Store(JobTable, ShareTable):
             return None
         with self._db() as db:
             row = (
-                db.execute(
-                    class_query().where(
-                        classes.c.project_id == project_id, classes.c.id == class_id
-                    )
-                )
+                db.execute(CLASS_BY_ID, {"project_id": project_id, "class_id": class_id})
                 .mappings()
                 .first()
             )
@@ -299,11 +304,7 @@ class Store(JobTable, ShareTable):
             return None
         with self._db() as db:
             row = (
-                db.execute(
-                    select(*IMAGE_COLUMNS).where(
-                        images.c.project_id == project_id, images.c.id == image_id
-                    )
-                )
+                db.execute(IMAGE_BY_ID, {"project_id": project_id, "image_id": image_id})
                 .mappings()
                 .first()
             )
