@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from app.engine.errors import Conflict, InvalidInput, Unavailable
-from app.service.schema import JOB_MIGRATIONS, PROJECT_MIGRATIONS
+from app.service.schema import JOB_MIGRATIONS, PROJECT_MIGRATIONS, SCHEMA
 from app.service.tables import metadata
 
 BASELINE = "0001"
@@ -158,6 +158,11 @@ def _finish_legacy_columns(connection: Connection) -> None:
             "This database has Teachbox's tables but no Alembic revision, and only SQLite files "
             "predate Alembic. Copy it from a SQLite data dir with `teachbox db copy` instead."
         )
+    # What that code did on every open: the tables it lacks (a file from before accounts or
+    # shares), then the columns added since the first release.
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            connection.exec_driver_sql(statement)
     for table, migrations in (("jobs", JOB_MIGRATIONS), ("projects", PROJECT_MIGRATIONS)):
         columns = {column["name"] for column in inspect(connection).get_columns(table)}
         for column, statement in migrations.items():

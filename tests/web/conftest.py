@@ -41,7 +41,8 @@ ON_POSTGRESQL_TOO = {
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
-    if "database" in metafunc.fixturenames and module in ON_POSTGRESQL_TOO:
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    if "database" in metafunc.fixturenames and module in ON_POSTGRESQL_TOO and not sqlite_only:
         metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True)
 
 
