@@ -67,7 +67,11 @@ class PostgresServer:
             "-D",
             str(data),
         )
-        options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.folder} -c fsync=off"
+        # Room for the connections of many apps a session's tests start (each pools its own).
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.folder} -c fsync=off "
+            "-c max_connections=500"
+        )
         self._run(
             _binary("pg_ctl"),
             "-D",

@@ -34,4 +34,5 @@ class Database:
             yield connection
 
     def close(self) -> None:
+        """Close the pooled connections; the next query opens new ones."""
         self.engine.dispose()

@@ -54,6 +54,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await anyio.to_thread.run_sync(app.state.runner.stop, app.state.settings.shutdown_timeout_s)
         await anyio.to_thread.run_sync(app.state.models.batcher.stop)
+        # The database's pooled connections (a PostgreSQL server counts them against its limit).
+        app.state.store.close()
+        if app.state.accounts is not None:
+            app.state.accounts.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
