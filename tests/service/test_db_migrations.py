@@ -8,6 +8,7 @@ refuses a target that already holds some.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -264,3 +265,30 @@ def test_the_db_commands_upgrade_and_copy_a_data_dir(
     )
     assert main(["db", "copy", "--data-dir", str(tmp_path / "nowhere"), "--to", target]) == 2
     assert "There is no Teachbox database" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_processes_opening_a_new_database_at_once_migrate_it_once(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A web server and its workers start together: each upgrades, under the migration lock."""
+    if kind == "sqlite":
+        url = migrate.sqlite_url(tmp_path / "teachbox.sqlite")
+    else:
+        url = request.getfixturevalue("postgres_server").new_database()
+    barrier = threading.Barrier(4)
+    outcomes: list[object] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(migrate.upgrade(url))
+        except Exception as exc:  # the test shows which, instead of a thread's traceback
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == [migrate.BASELINE] * 4
