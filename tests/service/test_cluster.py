@@ -37,11 +37,18 @@ SHORT_FINETUNE = {"mode": "finetune", "epochs": 2, "batch_size": 4}
 JOB_TIMEOUT_S = 400
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Two web servers and two workers, their metadata in the data dir's SQLite file or in a real
+    PostgreSQL (the case of web servers and workers on several machines)."""
+    database_url = None
+    if request.param == "postgresql":
+        database_url = request.getfixturevalue("postgres_server").new_database()
     folder = tmp_path_factory.mktemp("cluster")
     cache = tmp_path_factory.mktemp("cluster-cache")
-    running = Cluster(folder, cache, lease_s=LEASE_S, web_servers=2)
+    running = Cluster(folder, cache, lease_s=LEASE_S, web_servers=2, database_url=database_url)
     try:
         running.wait_until_ready([running.start_worker(), running.start_worker()])
         yield running
@@ -132,7 +139,9 @@ def test_uploaded_images_are_embedded_by_the_workers_and_counted_across_processe
     ):
         time.sleep(0.2)
     assert client.get(f"/api/projects/{pid}").json()["pending_embeddings"] == 0
-    images = Store(two_workers.folder / "data").list_images(pid)
+    images = Store(
+        two_workers.folder / "data", two_workers.settings.get("database_url")
+    ).list_images(pid)
     cache = EmbeddingCache(two_workers.cache_dir / "embeddings.sqlite")
     keys = [EmbeddingCache.key(TrainParams().backbone, image.sha256) for image in images]
     assert len(images) == 12 and set(cache.get_many(keys)) == set(keys)
