@@ -395,3 +395,22 @@ def test_case_27_out_of_gpu_memory_at_every_size_fails_clearly_and_the_worker_go
     assert last["event"] == "failed" and last["error"] == failed["error"]
     monkeypatch.undo()
     assert train(client, pid)["status"] == "succeeded"
+
+
+def test_a_job_that_outlives_the_shutdown_timeout_is_recorded_as_interrupted(
+    client: TestClient,
+) -> None:
+    """The process ends with the job's thread: the record must not stay "running" until the next start."""
+    pid, _ = make_trainable(client, per_class=4)
+    jid = client.post(f"/api/projects/{pid}/jobs", json=SLOW_JOB).json()["id"]
+    wait_for_job(client, jid, {"running"})
+    runner = client.app.state.runner  # type: ignore[attr-defined]
+    runner.stop(timeout_s=0)  # the job's next stop check is still ahead
+    try:
+        job = client.get(f"/api/jobs/{jid}").json()
+        assert job["status"] == "interrupted"
+        assert job["error"].startswith("Teachbox was shut down while this job was running")
+        assert events_of(client, jid)[-1]["event"] == "interrupted"
+    finally:
+        runner.stop(timeout_s=60)  # now wait for the thread, as a shutdown with time to spare would
+    assert client.get(f"/api/jobs/{jid}").json()["status"] == "interrupted"  # not ended twice

@@ -84,6 +84,19 @@ class InProcessRunner:
         self._put(_STOP_PRIORITY, None)
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._interrupt_running()
+
+    def _interrupt_running(self) -> None:
+        """A job that outlived the shutdown timeout dies with the process: record it as interrupted
+        now rather than leave it "running" until the next start. Should its thread still finish,
+        the store refuses a second ending."""
+        with self._lock:
+            running = list(self._stops)
+        for job_id in running:
+            job = self._store.get_job(job_id)
+            if job is not None and job.status is JobStatus.RUNNING:
+                self._execution.finish(job, Cancelled(), shutting_down=True)
 
     def submit(self, job: Job) -> None:
         with self._lock:
