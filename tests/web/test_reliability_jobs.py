@@ -346,18 +346,22 @@ def test_case_26_duplicate_or_very_long_class_names_are_422(
 
 
 def _gpu_with_room_for(monkeypatch: pytest.MonkeyPatch, fits: int) -> list[int]:
-    real_train_head = app.engine.training.train_head
+    """A GPU with room for batches of at most `fits`: transfer training's first step (the
+    cross-validated heads) runs out of memory above it, as CUDA would."""
+    real_cross_validate = app.engine.training.cross_validate
     tried: list[int] = []
 
-    def train_head(head: Any, emb: Any, params: Any, *args: Any, **kwargs: Any) -> Any:
+    def cross_validate(
+        x: Any, y: Any, n_classes: int, params: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         tried.append(params.batch_size)
         if params.batch_size > fits:
             raise torch.cuda.OutOfMemoryError(
                 "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity)"
             )
-        return real_train_head(head, emb, params, *args, **kwargs)
+        return real_cross_validate(x, y, n_classes, params, *args, **kwargs)
 
-    monkeypatch.setattr(app.engine.training, "train_head", train_head)
+    monkeypatch.setattr(app.engine.training, "cross_validate", cross_validate)
     return tried
 
 
