@@ -28,7 +28,6 @@ class CeleryRunner:
     def __init__(self, store: Store, log: EventLog, settings: Settings, queue: JobQueue) -> None:
         self._store, self._log, self._settings, self._queue = store, log, settings, queue
         self._embedders = Embedders(settings)
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._listener = threading.Thread(
             target=queue.listen, args=(log.wake, self._stop), name="teachbox-events", daemon=True
