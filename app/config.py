@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         ge=1,
         description="With BROKER_URL: a job fails, with a sentence, once this many workers were lost while running it.",
     )
+    job_resend_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="With BROKER_URL: seconds a job may stay queued with no message for it in the broker (its web server stopped before sending it, or Redis lost it) before a reaper sends it again.",
+    )
     shutdown_timeout_s: float = Field(
         10.0,
         gt=0,

@@ -82,10 +82,14 @@ class JobLeases(Database):
             ).scalar_one_or_none()
         return Lease(held=cursor.rowcount == 1, cancel_requested=bool(cancel))
 
-    def queued_job_ids(self) -> list[str]:
+    def queued_job_ids(self, created_before: float | None = None) -> list[str]:
+        """The queued jobs, oldest first; given `created_before`, only those created before then."""
+        waiting = jobs.c.status == "queued"
+        if created_before is not None:
+            waiting &= jobs.c.created_at < created_before
         with self._db() as db:
             rows = db.execute(
-                select(jobs.c.id).where(jobs.c.status == "queued").order_by(*insertion_order(jobs))
+                select(jobs.c.id).where(waiting).order_by(*insertion_order(jobs))
             ).scalars()
             return list(rows)
 

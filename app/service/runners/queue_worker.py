@@ -78,7 +78,11 @@ class QueueWorker:
         self._execution = JobExecution(self.store, self.log, settings, self._embedder)
         self._stopping = threading.Event()
         self._reaper = Reaper(
-            self.store, self.log, settings.job_max_lost_workers, self.queue.send_job
+            self.store,
+            self.log,
+            settings.job_max_lost_workers,
+            self.queue,
+            settings.job_resend_after_s,
         )
 
     def run_job(self, job_id: str) -> None:
