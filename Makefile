@@ -1,7 +1,7 @@
 # Two commands for a fresh machine: `make run` and `make test`. Both go through `make setup`;
-# only `make test` also installs Chromium (the browser tests), redis-server (the cluster tests) and
-# the tflite extra (the TFLite tests); `make run` needs none of them: its worker is a thread of the
-# web server.
+# only `make test` also installs Chromium (the browser tests), redis-server (the cluster tests),
+# PostgreSQL (the database tests) and the tflite extra (the TFLite tests); `make run` needs none of
+# them: its worker is a thread of the web server and its database a SQLite file.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -45,14 +45,20 @@ $(TFLITE_STAMP): $(STAMP)
 	@$(BIN)/python -m pip install -q -c $(VENV)/tflite-constraints.txt -e '.[dev,tflite]' && touch $(TFLITE_STAMP) || \
 	  echo "Could not install the tflite extra beside this torch; the TFLite tests will be skipped."
 
-# The queue's tests (tests/service/test_cluster.py) start Debian's redis-server; install it when
-# missing and we may.
+# The queue's tests (tests/service/test_cluster.py) start Debian's redis-server, the database tests
+# (tests/service/test_db_migrations.py) Debian's PostgreSQL (initdb and pg_ctl, as the `postgres`
+# user when root); install them when missing and we may.
 services:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null); \
 	  elif command -v sudo >/dev/null 2>&1; then (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null); \
 	  else echo "redis-server is not installed; the cluster tests will be skipped (apt-get install redis-server)."; fi; } || \
 	  echo "Could not install redis-server; the cluster tests will be skipped."
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null); \
+	  elif command -v sudo >/dev/null 2>&1; then (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null); \
+	  else echo "postgresql is not installed; the PostgreSQL tests will be skipped (apt-get install postgresql)."; fi; } || \
+	  echo "Could not install postgresql; the PostgreSQL tests will be skipped."
 
 # One web server and two queue workers on loopback with Debian's redis-server (README: Scale-out).
 cluster: setup services

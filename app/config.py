@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         default_factory=_default_data_dir,
         description="Where projects, images, models and the SQLite database are stored.",
     )
+    database_url: str | None = Field(
+        None,
+        description="Where projects, classes, images, jobs, events and accounts are kept: a PostgreSQL URL (postgresql://user:password@host:5432/teachbox), for web servers and workers on several machines. Unset: DATA_DIR/teachbox.sqlite. Move an existing data dir with `teachbox db copy --to URL`; image and model files stay in DATA_DIR either way.",
+    )
     cache_dir: Path | None = Field(
         None,
         description="Where embeddings and exported backbones are cached; defaults to DATA_DIR/cache (the teachbox command: ~/.cache/teachbox).",
@@ -134,6 +138,11 @@ class Settings(BaseSettings):
         3,
         ge=1,
         description="With BROKER_URL: a job fails, with a sentence, once this many workers were lost while running it.",
+    )
+    job_resend_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="With BROKER_URL: seconds a job may stay queued with no message for it in the broker (its web server stopped before sending it, or Redis lost it) before a reaper sends it again.",
     )
     shutdown_timeout_s: float = Field(
         10.0,

@@ -109,21 +109,37 @@ class Cluster:
     """Redis, one web server and workers, sharing one data dir and one embeddings cache."""
 
     def __init__(
-        self, folder: Path, cache_dir: Path, lease_s: float = 5, web_servers: int = 1
+        self,
+        folder: Path,
+        cache_dir: Path,
+        lease_s: float = 5,
+        web_servers: int = 1,
+        database_url: str | None = None,
+        resend_after_s: float = 10,
     ) -> None:
+        """`database_url`: the metadata in that (PostgreSQL) database, else in the data dir's SQLite.
+        `resend_after_s`: how long a job stays queued without a message before a reaper sends it."""
         self.folder, self.cache_dir = folder, cache_dir
         self.redis = RedisProcess(folder / "redis")
         self.settings = {
             "broker_url": self.redis.url,
             "job_lease_s": str(lease_s),
+            "job_resend_after_s": str(resend_after_s),
         }
-        self.env = os.environ | {
-            "TEACHBOX_DATA_DIR": str(folder / "data"),
-            "TEACHBOX_CACHE_DIR": str(cache_dir),
-            "TEACHBOX_BROKER_URL": self.redis.url,
-            "TEACHBOX_JOB_LEASE_S": str(lease_s),
-            "PYTHONPATH": str(ROOT),
-        }
+        if database_url is not None:
+            self.settings["database_url"] = database_url
+        self.env = (
+            os.environ
+            | {
+                "TEACHBOX_DATA_DIR": str(folder / "data"),
+                "TEACHBOX_CACHE_DIR": str(cache_dir),
+                "TEACHBOX_BROKER_URL": self.redis.url,
+                "TEACHBOX_JOB_LEASE_S": str(lease_s),
+                "TEACHBOX_JOB_RESEND_AFTER_S": str(resend_after_s),
+                "PYTHONPATH": str(ROOT),
+            }
+            | ({"TEACHBOX_DATABASE_URL": database_url} if database_url else {})
+        )
         self.webs = [
             ServerProcess(folder / "data", cache_dir, folder / f"web-{i}.log", **self.settings)
             for i in range(web_servers)

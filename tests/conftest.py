@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from app.engine.dataset import from_folder
 from app.engine.embeddings import Embedder, make_embedder
 from app.engine.params import TrainParams
 from app.engine.pipeline import train_to_zip
+from tests.postgres_helpers import PostgresServer, start_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -170,3 +172,12 @@ def trained_zip(
         RunContext(embedder),
     )
     return out, metadata
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session (skipped with the reason when it is not installed);
+    each test takes a new empty database of it with `new_database()`."""
+    server = start_postgres()
+    yield server
+    server.close()

@@ -108,7 +108,7 @@ def test_the_readme_names_no_route_the_app_lacks() -> None:
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_run_installs_neither_chromium_nor_redis_and_make_test_does() -> None:
+def test_make_run_installs_neither_chromium_redis_nor_postgresql_and_make_test_does() -> None:
     def planned(target: str) -> str:
         return subprocess.run(
             ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True
@@ -118,3 +118,5 @@ def test_make_run_installs_neither_chromium_nor_redis_and_make_test_does() -> No
     assert "chromium" in planned("test")
     assert "redis-server" not in planned("run")
     assert "redis-server" in planned("test")
+    assert "postgresql" not in planned("run")
+    assert "postgresql" in planned("test")

@@ -52,6 +52,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "host",
             "port",
             "broker_url",
+            "database_url",
             "auth",
             "open_host",
         )
@@ -218,9 +219,8 @@ def _project_named(store: Store, wanted: str) -> Project:
 
 def command_bundle_save(args: argparse.Namespace) -> int:
     from app.service.bundles import write_bundle
-    from app.service.store import Store
 
-    store = Store(settings_from_args(args).data_dir)
+    store = _store(settings_from_args(args))
     project = _project_named(store, args.project)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(f".{args.out.name}.partial")
@@ -236,11 +236,10 @@ def command_bundle_save(args: argparse.Namespace) -> int:
 
 def command_bundle_open(args: argparse.Namespace) -> int:
     from app.service.bundles import open_bundle
-    from app.service.store import Store
     from app.web.api_models import check_class_name, check_project_name
 
     settings = settings_from_args(args)
-    store = Store(settings.data_dir)
+    store = _store(settings)
     try:
         handle = args.file.open("rb")
     except OSError as exc:
@@ -284,11 +283,16 @@ def command_worker(args: argparse.Namespace) -> int:
     return QueueWorker(settings).serve()
 
 
-def _accounts(args: argparse.Namespace) -> Accounts:
-    from app.service.accounts import Accounts
+def _store(settings: Settings) -> Store:
     from app.service.store import Store
 
-    return Accounts(Store(settings_from_args(args).data_dir).db_path)
+    return Store(settings.data_dir, settings.database_url)
+
+
+def _accounts(args: argparse.Namespace) -> Accounts:
+    from app.service.accounts import Accounts
+
+    return Accounts(_store(settings_from_args(args)).url)
 
 
 def read_password(prompt: str = "Password: ") -> str:

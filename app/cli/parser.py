@@ -21,6 +21,7 @@ from app.cli.commands import (
     command_weights,
     command_worker,
 )
+from app.cli.db_commands import command_db_copy, command_db_upgrade
 from app.engine.backbones import BACKBONES
 from app.engine.params import MODE_INFO, Mode, TrainParams
 
@@ -232,7 +233,35 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=command_worker)
 
     add_users_parser(sub)
+    add_db_parser(sub)
     return parser
+
+
+def add_db_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`teachbox db upgrade|copy`: the metadata database's migrations, and moving it to PostgreSQL."""
+    db = sub.add_parser("db", help="Upgrade the metadata database, or copy it to PostgreSQL.")
+    actions = db.add_subparsers(dest="action", required=True)
+    upgrade = actions.add_parser(
+        "upgrade", help="Apply the database's migrations (Alembic), keeping every row."
+    )
+    upgrade.add_argument(
+        "--database-url",
+        help="postgresql://USER:PASSWORD@HOST:PORT/NAME (env TEACHBOX_DATABASE_URL; default: the data folder's SQLite file).",
+    )
+    upgrade.set_defaults(handler=command_db_upgrade)
+    copy = actions.add_parser(
+        "copy",
+        help="Copy every row of the data folder's SQLite database into an empty PostgreSQL one. "
+        "Stop the server and its workers first.",
+    )
+    copy.add_argument(
+        "--to", required=True, help="The target, e.g. postgresql://USER:PASSWORD@HOST:PORT/NAME."
+    )
+    copy.set_defaults(handler=command_db_copy)
+    for action in (upgrade, copy):
+        action.add_argument(
+            "--data-dir", type=Path, help="The server's data folder (env TEACHBOX_DATA_DIR)."
+        )
 
 
 def add_users_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,10 +17,23 @@ from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 
 from app.engine.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from app.service.database import Database
 from app.service.records import new_id
+from app.service.tables import credentials, insertion_order, join_codes, users
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
@@ -98,7 +110,12 @@ def _decoy_hash() -> str:
     return HASHER.hash(secrets.token_urlsafe(16))
 
 
-def _user(row: sqlite3.Row) -> User:
+def _named(name: str) -> ColumnElement[bool]:
+    """Names are compared without case (user names are ASCII, so lower() is exact on both databases)."""
+    return func.lower(users.c.name) == name.lower()
+
+
+def _user(row: RowMapping) -> User:
     return User(
         id=row["id"], name=row["name"], admin=bool(row["admin"]), created_at=row["created_at"]
     )
@@ -106,6 +123,18 @@ def _user(row: sqlite3.Row) -> User:
 
 def _no_user(name: str) -> NotFound:
     return NotFound(f"There is no user named '{name}'. List them with `teachbox users list`.")
+
+
+# Built once: every request with a session or token runs it.
+USER_FOR_SECRET = (
+    select(users)
+    .join(credentials, credentials.c.user_id == users.c.id)
+    .where(
+        credentials.c.digest == bindparam("digest"),
+        credentials.c.kind == bindparam("kind"),
+        credentials.c.expires_at.is_(None) | (credentials.c.expires_at > bindparam("now")),
+    )
+)
 
 
 class Accounts(Database):
@@ -120,59 +149,71 @@ class Accounts(Database):
             self._insert_user(db, user, password_hash)
         return user
 
-    def _insert_user(self, db: sqlite3.Connection, user: User, password_hash: str) -> None:
+    def _insert_user(self, db: Connection, user: User, password_hash: str) -> None:
         try:
             db.execute(
-                "INSERT INTO users (id, name, password_hash, admin, created_at) VALUES (?, ?, ?, ?, ?)",
-                (user.id, user.name, password_hash, int(user.admin), user.created_at),
+                insert(users).values(
+                    id=user.id,
+                    name=user.name,
+                    password_hash=password_hash,
+                    admin=int(user.admin),
+                    created_at=user.created_at,
+                )
             )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise Conflict(f"The name '{user.name}' is taken. Choose another one.") from None
 
     def list_users(self) -> list[User]:
         with self._db() as db:
-            rows = db.execute("SELECT * FROM users ORDER BY created_at, rowid").fetchall()
-        return [_user(row) for row in rows]
+            rows = db.execute(select(users).order_by(*insertion_order(users))).mappings()
+            return [_user(row) for row in rows]
 
     def user_count(self) -> int:
         with self._db() as db:
-            return int(db.execute("SELECT COUNT(*) FROM users").fetchone()[0])
+            return int(db.execute(select(func.count()).select_from(users)).scalar_one())
 
     def remove_user(self, name: str) -> None:
         """The user, their sessions, tokens and join codes go; their projects stay, for admins."""
         with self._db(write=True) as db:
-            if db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+            if db.execute(delete(users).where(_named(name))).rowcount == 0:
                 raise _no_user(name)
 
     def set_password(self, name: str, password: str) -> None:
         """A new password ends the user's sign-in sessions (their API tokens stay until revoked)."""
         password_hash = HASHER.hash(check_password(password))
         with self._db(write=True) as db:
-            row = db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
-            if row is None:
+            user_id = db.execute(
+                update(users)
+                .where(_named(name))
+                .values(password_hash=password_hash)
+                .returning(users.c.id)
+            ).scalar_one_or_none()
+            if user_id is None:
                 raise _no_user(name)
-            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, row[0]))
             db.execute(
-                "DELETE FROM credentials WHERE user_id = ? AND kind = ?",
-                (row[0], CredentialKind.SESSION),
+                delete(credentials).where(
+                    credentials.c.user_id == user_id, credentials.c.kind == CredentialKind.SESSION
+                )
             )
 
     def user_named(self, name: str) -> User:
         with self._db() as db:
-            row = db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+            row = db.execute(select(users).where(_named(name))).mappings().first()
         if row is None:
             raise _no_user(name)
         return _user(row)
 
     def password_hash(self, name: str) -> str | None:
         with self._db() as db:
-            row = db.execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else None
+            found = db.execute(
+                select(users.c.password_hash).where(_named(name))
+            ).scalar_one_or_none()
+        return str(found) if found is not None else None
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user when the password is theirs; None otherwise, in about the same time either way."""
         with self._db() as db:
-            row = db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+            row = db.execute(select(users).where(_named(name))).mappings().first()
         try:
             HASHER.verify(row["password_hash"] if row else _decoy_hash(), password)
         except (VerificationError, InvalidHashError):
@@ -186,7 +227,7 @@ class Accounts(Database):
         secret = secrets.token_urlsafe(32)
         now = time.time()
         with self._db(write=True) as db:
-            db.execute("DELETE FROM credentials WHERE expires_at < ?", (now,))
+            db.execute(delete(credentials).where(credentials.c.expires_at < now))
             self._insert_credential(
                 db, user, CredentialKind.SESSION, secret, None, now + lifetime_s
             )
@@ -195,8 +236,10 @@ class Accounts(Database):
     def end_session(self, secret: str) -> None:
         with self._db(write=True) as db:
             db.execute(
-                "DELETE FROM credentials WHERE digest = ? AND kind = ?",
-                (digest(secret), CredentialKind.SESSION),
+                delete(credentials).where(
+                    credentials.c.digest == digest(secret),
+                    credentials.c.kind == CredentialKind.SESSION,
+                )
             )
 
     def create_token(self, user: User, name: str | None) -> tuple[Token, str]:
@@ -208,7 +251,7 @@ class Accounts(Database):
 
     def _insert_credential(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         user: User,
         kind: CredentialKind,
         secret: str,
@@ -217,36 +260,44 @@ class Accounts(Database):
     ) -> Token:
         token = Token(id=new_id(), name=name, created_at=time.time())
         db.execute(
-            "INSERT INTO credentials (id, user_id, kind, digest, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (token.id, user.id, kind, digest(secret), name, token.created_at, expires_at),
+            insert(credentials).values(
+                id=token.id,
+                user_id=user.id,
+                kind=kind,
+                digest=digest(secret),
+                name=name,
+                created_at=token.created_at,
+                expires_at=expires_at,
+            )
         )
         return token
 
     def list_tokens(self, user: User) -> list[Token]:
         with self._db() as db:
             rows = db.execute(
-                "SELECT id, name, created_at FROM credentials WHERE user_id = ? AND kind = ? ORDER BY created_at, rowid",
-                (user.id, CredentialKind.TOKEN),
-            ).fetchall()
-        return [Token(**dict(row)) for row in rows]
+                select(credentials.c.id, credentials.c.name, credentials.c.created_at)
+                .where(credentials.c.user_id == user.id, credentials.c.kind == CredentialKind.TOKEN)
+                .order_by(*insertion_order(credentials))
+            ).mappings()
+            return [Token(**row) for row in rows]
 
     def revoke_token(self, user: User, token_id: str) -> None:
         with self._db(write=True) as db:
             cursor = db.execute(
-                "DELETE FROM credentials WHERE id = ? AND user_id = ? AND kind = ?",
-                (token_id, user.id, CredentialKind.TOKEN),
+                delete(credentials).where(
+                    credentials.c.id == token_id,
+                    credentials.c.user_id == user.id,
+                    credentials.c.kind == CredentialKind.TOKEN,
+                )
             )
         if cursor.rowcount == 0:
             raise NotFound("You have no token with this id. List yours with GET /api/tokens.")
 
     def user_for(self, secret: str, kind: CredentialKind) -> User | None:
         """Whose session or token this secret is, unless it expired or was ended."""
+        values = {"digest": digest(secret), "kind": kind, "now": time.time()}
         with self._db() as db:
-            row = db.execute(
-                "SELECT u.* FROM credentials c JOIN users u ON u.id = c.user_id "
-                "WHERE c.digest = ? AND c.kind = ? AND (c.expires_at IS NULL OR c.expires_at > ?)",
-                (digest(secret), kind, time.time()),
-            ).fetchone()
+            row = db.execute(USER_FOR_SECRET, values).mappings().first()
         return _user(row) if row else None
 
     # Join codes
@@ -260,8 +311,13 @@ class Accounts(Database):
         )
         with self._db(write=True) as db:
             db.execute(
-                "INSERT INTO join_codes (id, digest, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-                (join_code.id, digest(code), user.id, now, join_code.expires_at),
+                insert(join_codes).values(
+                    id=join_code.id,
+                    digest=digest(code),
+                    created_by=user.id,
+                    created_at=now,
+                    expires_at=join_code.expires_at,
+                )
             )
         return join_code, f"{code[:4]}-{code[4:]}"
 
@@ -269,16 +325,22 @@ class Accounts(Database):
         """The codes still open, oldest first."""
         with self._db() as db:
             rows = db.execute(
-                "SELECT j.id, u.name AS created_by, j.created_at, j.expires_at, j.uses "
-                "FROM join_codes j JOIN users u ON u.id = j.created_by "
-                "WHERE j.expires_at > ? ORDER BY j.created_at, j.rowid",
-                (time.time(),),
-            ).fetchall()
-        return [JoinCode(**dict(row)) for row in rows]
+                select(
+                    join_codes.c.id,
+                    users.c.name.label("created_by"),
+                    join_codes.c.created_at,
+                    join_codes.c.expires_at,
+                    join_codes.c.uses,
+                )
+                .join(users, users.c.id == join_codes.c.created_by)
+                .where(join_codes.c.expires_at > time.time())
+                .order_by(*insertion_order(join_codes))
+            ).mappings()
+            return [JoinCode(**row) for row in rows]
 
     def end_join_code(self, code_id: str) -> None:
         with self._db(write=True) as db:
-            if db.execute("DELETE FROM join_codes WHERE id = ?", (code_id,)).rowcount == 0:
+            if db.execute(delete(join_codes).where(join_codes.c.id == code_id)).rowcount == 0:
                 raise NotFound(
                     "There is no open join code with this id. List them with GET /api/join-codes."
                 )
@@ -289,8 +351,12 @@ class Accounts(Database):
         password_hash = HASHER.hash(check_password(password))
         with self._db(write=True) as db:
             cursor = db.execute(
-                "UPDATE join_codes SET uses = uses + 1 WHERE digest = ? AND expires_at > ?",
-                (digest(normal_join_code(code)), user.created_at),
+                update(join_codes)
+                .where(
+                    join_codes.c.digest == digest(normal_join_code(code)),
+                    join_codes.c.expires_at > user.created_at,
+                )
+                .values(uses=join_codes.c.uses + 1)
             )
             if cursor.rowcount == 0:
                 raise Unauthorized(

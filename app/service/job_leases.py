@@ -12,7 +12,10 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlalchemy import select, update
+
 from app.service.database import Database
+from app.service.tables import ACTIVE, insertion_order, jobs
 
 
 class LostOutcome(StrEnum):
@@ -55,43 +58,62 @@ class JobLeases(Database):
         now = time.time()
         with self._db(write=True) as db:
             cursor = db.execute(
-                "UPDATE jobs SET status = 'running', worker = ?, attempts = attempts + 1, "
-                "started_at = ?, lease_until = ? WHERE id = ? AND status = 'queued'",
-                (worker, now, now + lease_s, job_id),
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == "queued")
+                .values(
+                    status="running",
+                    worker=worker,
+                    attempts=jobs.c.attempts + 1,
+                    started_at=now,
+                    lease_until=now + lease_s,
+                )
             )
         return cursor.rowcount == 1
 
     def renew_lease(self, job_id: str, worker: str, lease_s: float) -> Lease:
         with self._db(write=True) as db:
             cursor = db.execute(
-                "UPDATE jobs SET lease_until = ? WHERE id = ? AND worker = ? AND status = 'running'",
-                (time.time() + lease_s, job_id, worker),
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.worker == worker, jobs.c.status == "running")
+                .values(lease_until=time.time() + lease_s)
             )
-            row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Lease(held=cursor.rowcount == 1, cancel_requested=bool(row and row[0]))
+            cancel = db.execute(
+                select(jobs.c.cancel_requested).where(jobs.c.id == job_id)
+            ).scalar_one_or_none()
+        return Lease(held=cursor.rowcount == 1, cancel_requested=bool(cancel))
 
-    def queued_job_ids(self) -> list[str]:
+    def queued_job_ids(self, created_before: float | None = None) -> list[str]:
+        """The queued jobs, oldest first; given `created_before`, only those created before then."""
+        waiting = jobs.c.status == "queued"
+        if created_before is not None:
+            waiting &= jobs.c.created_at < created_before
         with self._db() as db:
             rows = db.execute(
-                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid"
-            ).fetchall()
-        return [row[0] for row in rows]
+                select(jobs.c.id).where(waiting).order_by(*insertion_order(jobs))
+            ).scalars()
+            return list(rows)
 
     def request_cancel(self, job_id: str) -> None:
         """Ask whichever worker runs the job to stop: it reads the flag when it renews its lease."""
         with self._db(write=True) as db:
             db.execute(
-                "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status IN ('queued', 'running')",
-                (job_id,),
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
+                .values(cancel_requested=1)
             )
 
     def hand_back(self, job_id: str, worker: str) -> bool:
         """A worker that is told to stop puts its running job back in the queue, unless it was cancelled."""
         with self._db(write=True) as db:
             cursor = db.execute(
-                "UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL "
-                "WHERE id = ? AND worker = ? AND status = 'running' AND cancel_requested = 0",
-                (job_id, worker),
+                update(jobs)
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.worker == worker,
+                    jobs.c.status == "running",
+                    jobs.c.cancel_requested == 0,
+                )
+                .values(status="queued", worker=None, lease_until=None)
             )
         return cursor.rowcount == 1
 
@@ -100,13 +122,24 @@ class JobLeases(Database):
         was asked, or failed once `max_lost` workers were lost running it."""
         now = time.time()
         lost: list[LostJob] = []
+        expired = (
+            select(
+                jobs.c.id,
+                jobs.c.worker,
+                jobs.c.attempts,
+                jobs.c.lost_workers,
+                jobs.c.cancel_requested,
+            )
+            .where(
+                jobs.c.status == "running",
+                jobs.c.lease_until.is_not(None),
+                jobs.c.lease_until < now,
+            )
+            # On PostgreSQL two reapers each take the jobs the other has not locked: none twice.
+            .with_for_update(skip_locked=True)
+        )
         with self._db(write=True) as db:
-            rows = db.execute(
-                "SELECT id, worker, attempts, lost_workers, cancel_requested FROM jobs "
-                "WHERE status = 'running' AND lease_until IS NOT NULL AND lease_until < ?",
-                (now,),
-            ).fetchall()
-            for job_id, worker, attempts, lost_workers, cancel in rows:
+            for job_id, worker, attempts, lost_workers, cancel in db.execute(expired).all():
                 count = lost_workers + 1
                 if cancel:
                     outcome, status, error = LostOutcome.CANCELLED, "cancelled", None
@@ -115,12 +148,18 @@ class JobLeases(Database):
                     error = too_many_lost_workers(count, worker)
                 else:
                     outcome, status, error = LostOutcome.REQUEUED, "queued", None
-                finished = None if outcome is LostOutcome.REQUEUED else now
+                requeued = outcome is LostOutcome.REQUEUED
                 db.execute(
-                    "UPDATE jobs SET status = ?, error = ?, finished_at = ?, lost_workers = ?, "
-                    "worker = CASE WHEN ? = 'queued' THEN NULL ELSE worker END, lease_until = NULL "
-                    "WHERE id = ?",
-                    (status, error, finished, count, status, job_id),
+                    update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(
+                        status=status,
+                        error=error,
+                        finished_at=None if requeued else now,
+                        lost_workers=count,
+                        worker=None if requeued else worker,
+                        lease_until=None,
+                    )
                 )
                 lost.append(LostJob(job_id, worker, attempts, count, outcome))
         return lost

@@ -1,10 +1,12 @@
-"""The SQLite schema, its migrations, and the queries that read rows back as records."""
+"""The schema from before Alembic (what a data dir made by that code holds: migrate.py stamps such
+files), and the queries that read rows back as records."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
+
+from sqlalchemy import RowMapping, Select, func, select
 
 from app.engine.params import TrainParams
 from app.service.records import (
@@ -13,6 +15,7 @@ from app.service.records import (
     JobStatus,
     StoredImage,
 )
+from app.service.tables import classes, images, jobs, projects
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -60,7 +63,7 @@ def json_or_none(text: str | None) -> Any:
     return json.loads(text) if text is not None else None
 
 
-def job_from_row(row: sqlite3.Row) -> Job:
+def job_from_row(row: RowMapping) -> Job:
     return Job(
         id=row["id"],
         project_id=row["project_id"],
@@ -80,11 +83,27 @@ def job_from_row(row: sqlite3.Row) -> Job:
     )
 
 
-def image_from_row(row: sqlite3.Row) -> StoredImage:
+def image_from_row(row: RowMapping) -> StoredImage:
     return StoredImage(**dict(row))
 
 
-JOB_COLUMNS = "id, project_id, status, params, labels, image_count, metrics, error, created_at, started_at, finished_at, kind, kept_mode, worker, attempts"
+JOB_COLUMNS = (
+    jobs.c.id,
+    jobs.c.project_id,
+    jobs.c.status,
+    jobs.c.params,
+    jobs.c.labels,
+    jobs.c.image_count,
+    jobs.c.metrics,
+    jobs.c.error,
+    jobs.c.created_at,
+    jobs.c.started_at,
+    jobs.c.finished_at,
+    jobs.c.kind,
+    jobs.c.kept_mode,
+    jobs.c.worker,
+    jobs.c.attempts,
+)
 
 
 # Added after the first release: a comparison job, and the model a user kept from it (and when).
@@ -109,19 +128,43 @@ PROJECT_MIGRATIONS = {
 }
 
 
-PROJECT_QUERY = """
-SELECT p.id, p.name, p.created_at, p.owner_id,
-       (SELECT COUNT(*) FROM classes c WHERE c.project_id = p.id) AS class_count,
-       (SELECT COUNT(*) FROM images i WHERE i.project_id = p.id) AS image_count
-FROM projects p"""
+def project_query() -> Select[Any]:
+    """Projects with how many classes and images each has."""
+    class_count = (
+        select(func.count()).where(classes.c.project_id == projects.c.id).scalar_subquery()
+    )
+    image_count = select(func.count()).where(images.c.project_id == projects.c.id).scalar_subquery()
+    return select(
+        projects.c.id,
+        projects.c.name,
+        projects.c.created_at,
+        projects.c.owner_id,
+        class_count.label("class_count"),
+        image_count.label("image_count"),
+    )
 
 
-CLASS_QUERY = """
-SELECT c.id, c.project_id, c.name, c.created_at,
-       (SELECT COUNT(*) FROM images i WHERE i.class_id = c.id) AS image_count
-FROM classes c"""
+def class_query() -> Select[Any]:
+    """Classes with how many images each has."""
+    image_count = select(func.count()).where(images.c.class_id == classes.c.id).scalar_subquery()
+    return select(
+        classes.c.id,
+        classes.c.project_id,
+        classes.c.name,
+        classes.c.created_at,
+        image_count.label("image_count"),
+    )
 
 
 IMAGE_COLUMNS = (
-    "id, project_id, class_id, filename, stored_name, sha256, width, height, size_bytes, created_at"
+    images.c.id,
+    images.c.project_id,
+    images.c.class_id,
+    images.c.filename,
+    images.c.stored_name,
+    images.c.sha256,
+    images.c.width,
+    images.c.height,
+    images.c.size_bytes,
+    images.c.created_at,
 )

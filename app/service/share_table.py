@@ -9,7 +9,11 @@ from __future__ import annotations
 import secrets
 import time
 
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
 from app.service.database import Database
+from app.service.tables import shares
 
 SHARE_TOKEN_BYTES = 24  # 192 random bits, 32 URL-safe characters
 
@@ -19,29 +23,37 @@ class ShareTable(Database):
 
     def share_project(self, project_id: str) -> str:
         """The project's share token, made now unless the project is already shared."""
+        dialect = postgresql if self.postgres else sqlite
         with self._db(write=True) as db:
             db.execute(
-                "INSERT OR IGNORE INTO shares (project_id, token, created_at) VALUES (?, ?, ?)",
-                (project_id, secrets.token_urlsafe(SHARE_TOKEN_BYTES), time.time()),
+                dialect.insert(shares)
+                .values(
+                    project_id=project_id,
+                    token=secrets.token_urlsafe(SHARE_TOKEN_BYTES),
+                    created_at=time.time(),
+                )
+                .on_conflict_do_nothing(index_elements=[shares.c.project_id])
             )
-            row = db.execute(
-                "SELECT token FROM shares WHERE project_id = ?", (project_id,)
-            ).fetchone()
-        return str(row["token"])
+            token = db.execute(
+                select(shares.c.token).where(shares.c.project_id == project_id)
+            ).scalar_one()
+        return str(token)
 
     def share_token(self, project_id: str) -> str | None:
         with self._db() as db:
-            row = db.execute(
-                "SELECT token FROM shares WHERE project_id = ?", (project_id,)
-            ).fetchone()
-        return str(row["token"]) if row else None
+            token = db.execute(
+                select(shares.c.token).where(shares.c.project_id == project_id)
+            ).scalar_one_or_none()
+        return str(token) if token is not None else None
 
     def shared_project(self, token: str) -> str | None:
         """The id of the project a share token publishes, or None for a revoked or made-up one."""
         with self._db() as db:
-            row = db.execute("SELECT project_id FROM shares WHERE token = ?", (token,)).fetchone()
-        return str(row["project_id"]) if row else None
+            project_id = db.execute(
+                select(shares.c.project_id).where(shares.c.token == token)
+            ).scalar_one_or_none()
+        return str(project_id) if project_id is not None else None
 
     def unshare_project(self, project_id: str) -> None:
         with self._db(write=True) as db:
-            db.execute("DELETE FROM shares WHERE project_id = ?", (project_id,))
+            db.execute(delete(shares).where(shares.c.project_id == project_id))

@@ -8,10 +8,12 @@ Files are written before the row that names them is committed, so a row never po
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
+
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.engine.errors import InvalidInput, NotFound
 from app.service.files import write_atomic
@@ -25,27 +27,39 @@ from app.service.records import (
     is_id,
     new_id,
 )
-from app.service.schema import (
-    CLASS_QUERY,
-    IMAGE_COLUMNS,
-    PROJECT_QUERY,
-    image_from_row,
-)
+from app.service.schema import IMAGE_COLUMNS, class_query, image_from_row, project_query
 from app.service.share_table import ShareTable
+from app.service.tables import classes, images, insertion_order, projects
 from app.service.uploads import (
     PreparedImage,
     clean_filename,
+)
+
+# Built once: the statements each request runs (building one costs more than running it).
+PROJECT_BY_ID = project_query().where(projects.c.id == bindparam("project_id"))
+CLASS_BY_ID = class_query().where(
+    classes.c.project_id == bindparam("project_id"), classes.c.id == bindparam("class_id")
+)
+IMAGE_BY_ID = select(*IMAGE_COLUMNS).where(
+    images.c.project_id == bindparam("project_id"), images.c.id == bindparam("image_id")
 )
 
 
 class Store(JobTable, ShareTable):
     """All metadata and files of one data dir; every path under it is made here. Thread-safe."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+        """The files live under `data_dir`; the metadata in its SQLite file, or in the database
+        `database_url` names (PostgreSQL)."""
         self.data_dir = data_dir
         self.projects_dir = data_dir / "projects"
         self.projects_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__(data_dir / "teachbox.sqlite")
+        super().__init__(database_url or self.database_file(data_dir))
+
+    @staticmethod
+    def database_file(data_dir: Path) -> Path:
+        """The data dir's SQLite database (the default metadata database)."""
+        return data_dir / "teachbox.sqlite"
 
     # Files
 
@@ -88,13 +102,13 @@ class Store(JobTable, ShareTable):
             for scratch in self.projects_dir.glob("*/models/.export-*"):
                 shutil.rmtree(scratch, ignore_errors=True)
         with self._db() as db:
-            known = {row[0] for row in db.execute("SELECT id FROM images")}
-            projects = [row[0] for row in db.execute("SELECT id FROM projects")]
+            known = set(db.execute(select(images.c.id)).scalars())
+            project_ids = list(db.execute(select(projects.c.id)).scalars())
         for folder in self.projects_dir.iterdir():
-            if folder.is_dir() and folder.name not in projects and _holds_no_files(folder):
+            if folder.is_dir() and folder.name not in project_ids and _holds_no_files(folder):
                 # an upload that raced its project's delete can leave empty folders behind
                 shutil.rmtree(folder, ignore_errors=True)
-        for project_id in projects:
+        for project_id in project_ids:
             for folder in (self.images_dir(project_id), self.thumbnails_dir(project_id)):
                 for path in folder.glob("*"):
                     if path.name.split(".", 1)[0] not in known:
@@ -106,44 +120,47 @@ class Store(JobTable, ShareTable):
         project = Project(id=new_id(), name=name, created_at=time.time(), owner_id=owner_id)
         with self._db(write=True) as db:
             db.execute(
-                "INSERT INTO projects (id, name, created_at, owner_id) VALUES (?, ?, ?, ?)",
-                (project.id, name, project.created_at, owner_id),
+                insert(projects).values(
+                    id=project.id, name=name, created_at=project.created_at, owner_id=owner_id
+                )
             )
         return project
 
     def list_projects(self, owner_id: str | None = None, everyone: bool = True) -> list[Project]:
         """Every project, or (with `everyone` false) only those `owner_id` owns."""
-        query, args = PROJECT_QUERY, []
+        query = project_query().order_by(*insertion_order(projects))
         if not everyone:
-            query, args = query + " WHERE p.owner_id = ?", [owner_id]
+            query = query.where(projects.c.owner_id == owner_id)
         with self._db() as db:
-            rows = db.execute(query + " ORDER BY p.created_at, p.rowid", args).fetchall()
-        return [Project(**dict(row)) for row in rows]
+            return [Project(**row) for row in db.execute(query).mappings()]
 
     def get_project(self, project_id: str) -> Project | None:
         if not is_id(project_id):
             return None
         with self._db() as db:
-            row = db.execute(PROJECT_QUERY + " WHERE p.id = ?", (project_id,)).fetchone()
-        return Project(**dict(row)) if row else None
+            row = db.execute(PROJECT_BY_ID, {"project_id": project_id}).mappings().first()
+        return Project(**row) if row else None
 
     def rename_project(self, project_id: str, name: str) -> None:
         with self._db(write=True) as db:
-            cursor = db.execute("UPDATE projects SET name = ? WHERE id = ?", (name, project_id))
+            cursor = db.execute(
+                update(projects).where(projects.c.id == project_id).values(name=name)
+            )
         if cursor.rowcount == 0:
             raise _project_gone()
 
     def delete_project(self, project_id: str) -> None:
         with self._db(write=True) as db:
+            self.lock_project(db, project_id)
             self.refuse_while_training(db, project_id, "delete the project")
-            cursor = db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
+            cursor = db.execute(delete(projects).where(projects.c.id == project_id))
         if cursor.rowcount == 0:
             raise _project_gone()
         shutil.rmtree(self.project_dir(project_id), ignore_errors=True)
 
-    def _project_exists(self, db: sqlite3.Connection, project_id: str) -> bool:
+    def _project_exists(self, db: Connection, project_id: str) -> bool:
         return (
-            db.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)).fetchone() is not None
+            db.execute(select(projects.c.id).where(projects.c.id == project_id)).first() is not None
         )
 
     # Classes
@@ -156,13 +173,19 @@ class Store(JobTable, ShareTable):
             self._insert_class(db, image_class)
         return image_class
 
-    def _insert_class(self, db: sqlite3.Connection, image_class: ImageClass) -> None:
+    def _insert_class(self, db: Connection, image_class: ImageClass) -> None:
         try:
-            db.execute(
-                "INSERT INTO classes (id, project_id, name, created_at) VALUES (?, ?, ?, ?)",
-                (image_class.id, image_class.project_id, image_class.name, image_class.created_at),
-            )
-        except sqlite3.IntegrityError:
+            # In a savepoint: on PostgreSQL a failed statement spoils the rest of its transaction.
+            with db.begin_nested():
+                db.execute(
+                    insert(classes).values(
+                        id=image_class.id,
+                        project_id=image_class.project_id,
+                        name=image_class.name,
+                        created_at=image_class.created_at,
+                    )
+                )
+        except IntegrityError:
             if not self._project_exists(db, image_class.project_id):
                 raise _project_gone() from None
             raise _duplicate_class(image_class.name) from None
@@ -170,11 +193,16 @@ class Store(JobTable, ShareTable):
     def class_named(self, project_id: str, name: str) -> ImageClass:
         """The project's class with this name, created when there is none (for imports)."""
         with self._db(write=True) as db:
-            row = db.execute(
-                CLASS_QUERY + " WHERE c.project_id = ? AND c.name = ?", (project_id, name)
-            ).fetchone()
+            self.lock_project(db, project_id)  # one import at a time makes a class of this name
+            row = (
+                db.execute(
+                    class_query().where(classes.c.project_id == project_id, classes.c.name == name)
+                )
+                .mappings()
+                .first()
+            )
             if row:
-                return ImageClass(**dict(row))
+                return ImageClass(**row)
             image_class = ImageClass(
                 id=new_id(), project_id=project_id, name=name, created_at=time.time()
             )
@@ -184,42 +212,49 @@ class Store(JobTable, ShareTable):
     def list_classes(self, project_id: str) -> list[ImageClass]:
         with self._db() as db:
             rows = db.execute(
-                CLASS_QUERY + " WHERE c.project_id = ? ORDER BY c.created_at, c.rowid",
-                (project_id,),
-            ).fetchall()
-        return [ImageClass(**dict(row)) for row in rows]
+                class_query()
+                .where(classes.c.project_id == project_id)
+                .order_by(*insertion_order(classes))
+            ).mappings()
+            return [ImageClass(**row) for row in rows]
 
     def get_class(self, project_id: str, class_id: str) -> ImageClass | None:
         if not is_id(class_id):
             return None
         with self._db() as db:
-            row = db.execute(
-                CLASS_QUERY + " WHERE c.project_id = ? AND c.id = ?", (project_id, class_id)
-            ).fetchone()
-        return ImageClass(**dict(row)) if row else None
+            row = (
+                db.execute(CLASS_BY_ID, {"project_id": project_id, "class_id": class_id})
+                .mappings()
+                .first()
+            )
+        return ImageClass(**row) if row else None
 
     def rename_class(self, image_class: ImageClass, name: str) -> None:
         with self._db(write=True) as db:
             try:
                 cursor = db.execute(
-                    "UPDATE classes SET name = ? WHERE id = ?", (name, image_class.id)
+                    update(classes).where(classes.c.id == image_class.id).values(name=name)
                 )
-            except sqlite3.IntegrityError:
+            except IntegrityError:
                 raise _duplicate_class(name) from None
         if cursor.rowcount == 0:
             raise _class_gone()
 
     def delete_class(self, image_class: ImageClass) -> None:
         with self._db(write=True) as db:
+            self.lock_project(db, image_class.project_id)
             self.refuse_while_training(db, image_class.project_id, "delete the class")
-            rows = db.execute(
-                f"SELECT {IMAGE_COLUMNS} FROM images WHERE class_id = ?", (image_class.id,)
-            ).fetchall()
-            cursor = db.execute("DELETE FROM classes WHERE id = ?", (image_class.id,))
+            removed = [
+                image_from_row(row)
+                for row in db.execute(
+                    select(*IMAGE_COLUMNS).where(images.c.class_id == image_class.id)
+                ).mappings()
+            ]
+            cursor = db.execute(delete(classes).where(classes.c.id == image_class.id))
         if cursor.rowcount == 0:
             raise _class_gone()
-        for row in rows:
-            self._remove_files(image_from_row(row))
+        for image in removed:
+            self._remove_files(image)
 
     # Images
 
@@ -243,22 +278,8 @@ class Store(JobTable, ShareTable):
             write_atomic(self.image_path(image), prepared.data)
             write_atomic(self.thumbnail_path(image), prepared.thumbnail)
             with self._db(write=True) as db:
-                db.execute(
-                    f"INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        image.id,
-                        image.project_id,
-                        image.class_id,
-                        image.filename,
-                        image.stored_name,
-                        image.sha256,
-                        image.width,
-                        image.height,
-                        image.size_bytes,
-                        image.created_at,
-                    ),
-                )
-        except (sqlite3.IntegrityError, FileNotFoundError):
+                db.execute(insert(images).values(**asdict(image)))
+        except (IntegrityError, FileNotFoundError):
             # The class or its project was deleted meanwhile (its folder perhaps while writing).
             self._remove_files(image)
             if self.get_class(image.project_id, image.class_id) is not None:
@@ -271,22 +292,22 @@ class Store(JobTable, ShareTable):
         return image
 
     def list_images(self, project_id: str, class_id: str | None = None) -> list[StoredImage]:
-        query = f"SELECT {IMAGE_COLUMNS} FROM images WHERE project_id = ?"
-        args: tuple[str, ...] = (project_id,)
+        query = select(*IMAGE_COLUMNS).where(images.c.project_id == project_id)
         if class_id is not None:
-            query, args = query + " AND class_id = ?", (project_id, class_id)
+            query = query.where(images.c.class_id == class_id)
         with self._db() as db:
-            rows = db.execute(query + " ORDER BY created_at, rowid", args).fetchall()
-        return [image_from_row(row) for row in rows]
+            rows = db.execute(query.order_by(*insertion_order(images))).mappings()
+            return [image_from_row(row) for row in rows]
 
     def get_image(self, project_id: str, image_id: str) -> StoredImage | None:
         if not is_id(image_id):
             return None
         with self._db() as db:
-            row = db.execute(
-                f"SELECT {IMAGE_COLUMNS} FROM images WHERE project_id = ? AND id = ?",
-                (project_id, image_id),
-            ).fetchone()
+            row = (
+                db.execute(IMAGE_BY_ID, {"project_id": project_id, "image_id": image_id})
+                .mappings()
+                .first()
+            )
         return image_from_row(row) if row else None
 
     def content_keys(self, project_id: str) -> dict[Path, str]:
@@ -299,14 +320,16 @@ class Store(JobTable, ShareTable):
 
         Allowed while a job runs: the job trains on the labels it was submitted with."""
         with self._db(write=True) as db:
+            # FOR UPDATE on PostgreSQL: the class cannot be deleted between this check and the move.
             target = db.execute(
-                "SELECT id FROM classes WHERE id = ? AND project_id = ?",
-                (class_id, image.project_id),
-            ).fetchone()
+                select(classes.c.id)
+                .where(classes.c.id == class_id, classes.c.project_id == image.project_id)
+                .with_for_update()
+            ).first()
             if target is None:
                 raise missing_class()
             moved = db.execute(
-                "UPDATE images SET class_id = ? WHERE id = ?", (class_id, image.id)
+                update(images).where(images.c.id == image.id).values(class_id=class_id)
             ).rowcount
         if not moved:
             raise NotFound("The image was deleted meanwhile. Upload it again into the right class.")
@@ -314,8 +337,9 @@ class Store(JobTable, ShareTable):
 
     def delete_image(self, image: StoredImage) -> None:
         with self._db(write=True) as db:
+            self.lock_project(db, image.project_id)
             self.refuse_while_training(db, image.project_id, "delete the image")
-            cursor = db.execute("DELETE FROM images WHERE id = ?", (image.id,))
+            cursor = db.execute(delete(images).where(images.c.id == image.id))
         if cursor.rowcount == 0:
             raise NotFound("The image was deleted meanwhile. List the class's images again.")
         self._remove_files(image)

@@ -54,6 +54,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await anyio.to_thread.run_sync(app.state.runner.stop, app.state.settings.shutdown_timeout_s)
         await anyio.to_thread.run_sync(app.state.models.batcher.stop)
+        # The database's pooled connections (a PostgreSQL server counts them against its limit).
+        app.state.store.close()
+        if app.state.accounts is not None:
+            app.state.accounts.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -65,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # /docs is served from static/vendor by app.web.routes.pages
         redoc_url=None,
     )
-    store = Store(settings.data_dir)
+    store = Store(settings.data_dir, settings.database_url)
     # Workers of a queue may be exporting right now: their scratch folders are theirs to clean.
     store.sweep(exports=not settings.broker_url)
     app.state.settings = settings
@@ -74,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.event_log, app.state.runner = build_runner(store, app.state.models, settings)
     app.state.templates = Jinja2Templates(directory=TEMPLATES_DIR)
     app.state.is_stopping = lambda: False
-    app.state.accounts = Accounts(store.db_path) if settings.auth == "accounts" else None
+    app.state.accounts = Accounts(store.url) if settings.auth == "accounts" else None
     app.state.throttle = SignInThrottle()
     install_error_handlers(app)
     body_limit = int(settings.max_request_mb * 1e6)

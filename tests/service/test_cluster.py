@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from app.config import Settings
 from app.engine.embeddings import EmbeddingCache
 from app.engine.params import TrainParams
+from app.service.runners.job_queue import JobQueue
 from app.service.store import Store
 from tests.cluster_helpers import Cluster, redis_available
 from tests.web.api_helpers import ROOT, SLOW_JOB, make_trainable, read_events, wait_for_job
@@ -35,13 +37,29 @@ LEASE_S = 5
 # A fine-tuning short enough to finish after a restart, long enough to kill its worker mid-job.
 SHORT_FINETUNE = {"mode": "finetune", "epochs": 2, "batch_size": 4}
 JOB_TIMEOUT_S = 400
+# A job queued this long without a message in the broker is sent again.
+RESEND_AFTER_S = 2
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Two web servers and two workers, their metadata in the data dir's SQLite file or in a real
+    PostgreSQL (the case of web servers and workers on several machines)."""
+    database_url = None
+    if request.param == "postgresql":
+        database_url = request.getfixturevalue("postgres_server").new_database()
     folder = tmp_path_factory.mktemp("cluster")
     cache = tmp_path_factory.mktemp("cluster-cache")
-    running = Cluster(folder, cache, lease_s=LEASE_S, web_servers=2)
+    running = Cluster(
+        folder,
+        cache,
+        lease_s=LEASE_S,
+        web_servers=2,
+        database_url=database_url,
+        resend_after_s=RESEND_AFTER_S,
+    )
     try:
         running.wait_until_ready([running.start_worker(), running.start_worker()])
         yield running
@@ -132,7 +150,9 @@ def test_uploaded_images_are_embedded_by_the_workers_and_counted_across_processe
     ):
         time.sleep(0.2)
     assert client.get(f"/api/projects/{pid}").json()["pending_embeddings"] == 0
-    images = Store(two_workers.folder / "data").list_images(pid)
+    images = Store(
+        two_workers.folder / "data", two_workers.settings.get("database_url")
+    ).list_images(pid)
     cache = EmbeddingCache(two_workers.cache_dir / "embeddings.sqlite")
     keys = [EmbeddingCache.key(TrainParams().backbone, image.sha256) for image in images]
     assert len(images) == 12 and set(cache.get_many(keys)) == set(keys)
@@ -158,6 +178,38 @@ def test_a_worker_killed_mid_job_loses_it_to_another_that_finishes_it(two_worker
     assert said.index(f"Restarted on worker {done['worker']} (attempt 2).") > said.index(
         f"Running on worker {first['worker']}."
     )
+
+
+def test_a_job_whose_message_never_reached_the_broker_is_sent_again_and_runs_once(
+    two_workers: Cluster,
+) -> None:
+    """Its web server died between writing the job and sending its message: a reaper sends it
+    after RESEND_AFTER_S (each of the four may), and a copy sent while it runs is dropped."""
+    client = two_workers.client
+    pid, _ = make_trainable(client)
+    data_dir = two_workers.folder / "data"
+    store = Store(data_dir, two_workers.settings.get("database_url"))
+    try:
+        jid = store.create_job(pid, TrainParams.model_validate(SHORT_FINETUNE)).id
+    finally:
+        store.close()
+    events_until(client, jid, "epoch")
+
+    queue = JobQueue(Settings(data_dir=data_dir, broker_url=two_workers.redis.url))
+    try:
+        queue.send_job(jid)  # a late copy while it runs: the idle worker takes it
+        done = wait_for_job(client, jid, {"succeeded", "failed"}, timeout=JOB_TIMEOUT_S)
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while not queue.without_message([jid]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert queue.without_message([jid]) == [jid]  # every copy was taken and acknowledged
+    finally:
+        queue.close()
+    assert (done["status"], done["attempts"]) == ("succeeded", 1), done
+    starts = [
+        m for m in messages(read_events(client, jid)) if m.startswith(("Running", "Restarted"))
+    ]
+    assert starts == [f"Running on worker {done['worker']}."]
 
 
 def test_sigterm_hands_the_running_job_back_to_another_worker(two_workers: Cluster) -> None:

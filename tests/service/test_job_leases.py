@@ -1,11 +1,9 @@
-"""Leases on real SQLite: one holder per job, lost workers' jobs back in the queue, then failed."""
+"""Leases on real SQLite and PostgreSQL: one holder per job, lost workers' jobs back in the queue, then failed."""
 
 from __future__ import annotations
 
+import threading
 import time
-from pathlib import Path
-
-import pytest
 
 from app.engine.events import Log
 from app.engine.params import TrainParams
@@ -19,11 +17,6 @@ from tests.web.api_helpers import BLUE, RED, image_bytes
 
 # Long enough never to expire during a test; short enough to expire after a short sleep.
 LONG_S, SHORT_S = 60.0, 0.05
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "data")
 
 
 def queued_job(store: Store) -> str:
@@ -130,6 +123,25 @@ def test_processes_appending_to_one_log_get_increasing_ids(store: Store) -> None
     ]
     assert seqs == [1, 2, 3, 4]
     assert [event.seq for event in store.events_after(job_id, 2)] == [3, 4]
+
+
+def test_appenders_at_once_get_each_id_once(store: Store) -> None:
+    job_id = queued_job(store)
+    barrier = threading.Barrier(8)
+    seqs: list[int] = []
+
+    def append(i: int) -> None:
+        barrier.wait()
+        for j in range(5):
+            seqs.append(store.add_next_event(job_id, "log", f'{{"message": "{i}.{j}"}}'))
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(seqs) == list(range(1, 41))
+    assert [event.seq for event in store.events_after(job_id, 0)] == list(range(1, 41))
 
 
 def test_the_queued_jobs_are_listed_for_their_messages_to_be_sent_again(store: Store) -> None:

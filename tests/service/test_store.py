@@ -15,11 +15,6 @@ from app.service.uploads import clean_filename, prepare_image
 from tests.web.api_helpers import BLUE, RED, image_bytes
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "data")
-
-
 def trainable_project(store: Store) -> str:
     project = store.create_project("demo")
     for name, colour in (("red", RED), ("blue", BLUE)):

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.web.factory import create_app
+from tests.postgres_helpers import PostgresServer
 from tests.web.api_helpers import LOCAL, ServerProcess, image_bytes, make_trainable
 
 
@@ -27,12 +28,41 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+# The API suite's core runs twice: on the data dir's SQLite file and on a real PostgreSQL.
+ON_POSTGRESQL_TOO = {
+    "test_projects",
+    "test_classes",
+    "test_images",
+    "test_jobs",
+    "test_accounts",
+    "test_share",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    if "database" in metafunc.fixturenames and module in ON_POSTGRESQL_TOO and not sqlite_only:
+        metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, cache_dir: Path) -> Callable[..., Settings]:
+def database(request: pytest.FixtureRequest) -> str | None:
+    """The TEACHBOX_DATABASE_URL of the test's app: None (the data dir's SQLite file), or a new
+    empty database on the session's real PostgreSQL."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.new_database()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, cache_dir: Path, database: str | None) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": tmp_path / "data",
             "cache_dir": cache_dir,
+            "database_url": database,
             "embed_on_upload": False,
             "sse_heartbeat_s": 0.2,
         }

@@ -32,7 +32,9 @@ class CeleryRunner:
         self._listener = threading.Thread(
             target=queue.listen, args=(log.wake, self._stop), name="teachbox-events", daemon=True
         )
-        self._reaper = Reaper(store, log, settings.job_max_lost_workers, queue.send_job)
+        self._reaper = Reaper(
+            store, log, settings.job_max_lost_workers, queue, settings.job_resend_after_s
+        )
 
     # The JobRunner protocol
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 
 import redis
@@ -21,6 +22,8 @@ logger = logging.getLogger("teachbox.queue")
 RUN_JOB, EMBED = "teachbox.run_job", "teachbox.embed"
 JOBS_QUEUE, EMBED_QUEUE = "teachbox.jobs", "teachbox.embed"
 EVENTS_CHANNEL = "teachbox:events"
+# Where kombu's Redis transport keeps the messages workers took and have not acknowledged yet.
+UNACKED_KEY = "unacked"
 # Kept this long after the last change, so that a count a lost worker left behind fades away.
 PENDING_TTL_S = 3600
 
@@ -57,7 +60,19 @@ class JobQueue:
         self._redis = redis.Redis.from_url(settings.broker_url)
 
     def send_job(self, job_id: str) -> None:
-        self.celery.send_task(RUN_JOB, args=[job_id], queue=JOBS_QUEUE)
+        # The task id starts with the job's, so that `without_message` can tell the job's messages.
+        task_id = f"{job_id}-{uuid.uuid4().hex}"
+        self.celery.send_task(RUN_JOB, args=[job_id], queue=JOBS_QUEUE, task_id=task_id)
+
+    def without_message(self, job_ids: Sequence[str]) -> list[str]:
+        """Those of `job_ids` that no message in the broker names: none waits in the jobs queue and
+        no worker holds one unacknowledged (the Redis transport keeps those in a hash)."""
+        reading = self._redis.pipeline()
+        reading.lrange(JOBS_QUEUE, 0, -1)
+        reading.hvals(UNACKED_KEY)
+        waiting, held = reading.execute()
+        messages = b"\n".join([*waiting, *held])
+        return [job_id for job_id in job_ids if job_id.encode() not in messages]
 
     def send_embedding(self, project_id: str, backbone: str, paths: Sequence[str]) -> None:
         self._redis.incrby(_pending_key(project_id), len(paths))

@@ -72,13 +72,17 @@ class QueueWorker:
         self.settings = settings
         self.name = worker_name(settings.device)
         self.queue = JobQueue(settings)
-        self.store = Store(settings.data_dir)
+        self.store = Store(settings.data_dir, settings.database_url)
         self.log = EventLog(self.store, shared=True, publish=self.queue.publish_event)
         self._embedder = Embedders(settings)
         self._execution = JobExecution(self.store, self.log, settings, self._embedder)
         self._stopping = threading.Event()
         self._reaper = Reaper(
-            self.store, self.log, settings.job_max_lost_workers, self.queue.send_job
+            self.store,
+            self.log,
+            settings.job_max_lost_workers,
+            self.queue,
+            settings.job_resend_after_s,
         )
 
     def run_job(self, job_id: str) -> None:
