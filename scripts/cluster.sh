@@ -64,7 +64,10 @@ stop() {
   rm -rf "$run_dir"
   echo "cluster stopped"
 }
-trap stop INT TERM EXIT
+# Asked to stop (Ctrl-C, SIGTERM): a clean stop is a success. A member that exits on its own ends
+# the script with its status (the EXIT trap still stops the rest).
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$run_dir" \
   --logfile "$run_dir/redis.log" &
