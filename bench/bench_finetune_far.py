@@ -1,0 +1,275 @@
+"""Fine-tuning against transfer learning on real images far from ImageNet, plus digits and flowers.
+
+    .venv/bin/python bench/bench_finetune_far.py [--sets bccd-cells deeppcb-defects pneumonia-xray digits flowers]
+        [--seeds 0 1] [--per-class 100] [--eval-per-class 60] [--epochs 15] [--variant NAME]
+
+For each set and seed, both modes train through `train_to_zip` (the CLI's code path) on the set's
+`train` folder only (the trainer holds out its own 15 % to choose epochs), and each exported ONNX
+model is scored by `evaluate_zip` on the set's untouched `val` folder, which no choice sees. The
+far sets are built outside the repository by `bench/far_datasets.py` (default /work/data-far);
+digits are scikit-learn's, as the tests make them (its unseen rest is the untouched folder);
+flowers are /work/shared/datasets/flowers-dev (everyday photos: fine-tuning must not lose there).
+
+--per-class and --eval-per-class cap the images per class (a seeded choice, the same for both
+modes) to fit a small CPU budget. --variant runs fine-tuning with one experimental change that
+the product does not make (see VARIANTS); transfer is unchanged by every variant except no-crop.
+The fine-tuning validation curve (held-out accuracy per epoch, epoch 0 being the head-only model)
+is printed for each run, so a collapse after unfreezing shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.engine import finetune  # noqa: E402 - the repository root is added just above
+from app.engine.backbones import get_spec  # noqa: E402
+from app.engine.context import RunContext  # noqa: E402
+from app.engine.dataset import from_folder  # noqa: E402
+from app.engine.embeddings import make_embedder  # noqa: E402
+from app.engine.events import Epoch  # noqa: E402
+from app.engine.model_zip import evaluate_zip  # noqa: E402
+from app.engine.params import Mode, TrainParams  # noqa: E402
+from app.engine.pipeline import train_to_zip  # noqa: E402
+from app.engine.preprocess import Preprocessing, resize_and_crop  # noqa: E402
+from tests.conftest import make_digits_dataset  # noqa: E402
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+FLOWERS = Path("/work/shared/datasets/flowers-dev")
+
+
+@contextmanager
+def unchanged() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def backbone_lr(factor: float) -> Iterator[None]:
+    """The unfrozen blocks' learning rate as `factor` times the head's (the product uses 0.3)."""
+    saved = finetune.BACKBONE_LR_FACTOR
+    finetune.BACKBONE_LR_FACTOR = factor
+    try:
+        yield
+    finally:
+        finetune.BACKBONE_LR_FACTOR = saved
+
+
+@contextmanager
+def batchnorm_updated(n_blocks: int = 8) -> Iterator[None]:
+    """BatchNorm of the last `n_blocks` (the unfrozen ones by default) in training mode: their
+    statistics follow the new images; the frozen prefix keeps ImageNet's."""
+    saved = finetune.keep_batchnorm_frozen
+
+    def only_prefix(module: torch.nn.Module) -> None:
+        saved(module)
+        for block in list(module.extractor.features.children())[-n_blocks:]:  # type: ignore[union-attr]
+            for layer in block.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    layer.train()
+
+    finetune.keep_batchnorm_frozen = only_prefix
+    try:
+        yield
+    finally:
+        finetune.keep_batchnorm_frozen = saved
+
+
+@contextmanager
+def no_centre_crop() -> Iterator[None]:
+    """Resize the shorter side to the crop size (224), so a square image loses nothing at its edges.
+    The exported metadata follows, so training, export and evaluation agree."""
+    spec = get_spec("mobilenet_v2")
+    saved = spec.preprocessing
+    spec.__dict__["preprocessing"] = Preprocessing(
+        saved.crop_size, saved.crop_size, saved.mean, saved.std
+    )
+    try:
+        yield
+    finally:
+        spec.__dict__["preprocessing"] = saved
+
+
+@contextmanager
+def flip_only() -> Iterator[None]:
+    """Training images prepared as validation's (resize, centre crop), then mirrored half the time:
+    no random crop that could cut a small defect away, no colour jitter."""
+    saved = finetune.augment
+
+    def centre_and_flip(image: Image.Image, prep: Preprocessing, rng: random.Random) -> Image.Image:
+        out = resize_and_crop(image, prep)
+        return ImageOps.mirror(out) if rng.random() < 0.5 else out
+
+    finetune.augment = centre_and_flip
+    try:
+        yield
+    finally:
+        finetune.augment = saved
+
+
+# name -> (how fine-tuning's parameters change, what is patched around both runs)
+VARIANTS: dict[str, tuple[dict[str, object], Callable[[], object]]] = {
+    "default": ({}, unchanged),
+    "lr-0.1": ({}, lambda: backbone_lr(0.1)),
+    "lr-1.0": ({}, lambda: backbone_lr(1.0)),
+    "bn-updated": ({}, batchnorm_updated),
+    "no-crop": ({}, no_centre_crop),
+    "flip-only": ({}, flip_only),
+    "all-blocks": ({"unfreeze_blocks": 19}, unchanged),
+    "4-blocks": ({"unfreeze_blocks": 4}, unchanged),
+}
+
+
+@dataclass
+class Run:
+    accuracy: float
+    seconds: float
+    curve: list[float] = field(default_factory=list)  # held-out accuracy per fine-tuning epoch
+
+
+def images_of(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def capped_copy(source: Path, target: Path, per_class: int | None, seed: int) -> Path:
+    """A class-per-folder tree of links to at most `per_class` images a class (seeded choice)."""
+    for class_dir in sorted(d for d in source.iterdir() if d.is_dir()):
+        files = images_of(class_dir)
+        if per_class is not None and len(files) > per_class:
+            files = sorted(random.Random(f"{seed}-{class_dir.name}").sample(files, per_class))
+        (target / class_dir.name).mkdir(parents=True, exist_ok=True)
+        for path in files:
+            (target / class_dir.name / path.name).symlink_to(path.resolve())
+    return target
+
+
+def set_folders(
+    name: str, data: Path, work: Path, seed: int, per_class: int | None
+) -> tuple[Path, Path]:
+    """(train, untouched) folders of one set, before capping."""
+    if name == "digits":
+        train, _, unseen = make_digits_dataset(
+            work / f"digits-{seed}", per_class or 60, 0, seed=seed
+        )
+        return train, unseen
+    root = FLOWERS if name == "flowers" else data / name
+    return root / "train", root / "val"
+
+
+def train_and_score(
+    train: Path, untouched: Path, params: TrainParams, cache: Path, out: Path
+) -> Run:
+    curve: list[float] = []
+
+    def note(event: object) -> None:
+        if isinstance(event, Epoch) and event.stage == "finetune":
+            curve.append(event.val_acc)
+
+    started = time.perf_counter()
+    metadata = train_to_zip(
+        from_folder(train, seed=params.seed),
+        params,
+        out,
+        RunContext(make_embedder(params.backbone, cache), on_event=note),
+    )
+    seconds = time.perf_counter() - started
+    if params.mode is Mode.FINETUNE:
+        curve.insert(0, head_only_accuracy(metadata))
+    return Run(evaluate_zip(out, untouched)["accuracy"], seconds, curve)
+
+
+def head_only_accuracy(metadata: dict) -> float:
+    """The head-only model's held-out accuracy: the last epoch of the head stage."""
+    heads = [h for h in metadata["metrics"]["history"] if h.get("stage") == "head"]
+    return float(heads[-1]["val_acc"]) if heads else float("nan")
+
+
+def spread(values: list[float]) -> str:
+    mean = statistics.mean(values)
+    half = (max(values) - min(values)) / 2
+    return f"{mean:.3f} ± {half:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        default=["bccd-cells", "deeppcb-defects", "pneumonia-xray", "digits", "flowers"],
+    )
+    parser.add_argument("--data", type=Path, default=Path("/work/data-far"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--per-class", type=int, default=100, help="training images a class (cap)")
+    parser.add_argument(
+        "--eval-per-class", type=int, default=None, help="untouched images a class (cap)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="fine-tuning epochs (default: the product's)"
+    )
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="default")
+    args = parser.parse_args()
+    changes, patch = VARIANTS[args.variant]
+    work = Path(tempfile.mkdtemp(prefix="teachbox-far-"))
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"variant {args.variant}, {args.per_class} a class to train, seeds {args.seeds}"
+    )
+    print(
+        "| set | seed | n train / untouched | transfer | fine-tune | gap | s transfer / fine-tune | held-out curve (epoch 0 = head only) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    summary: dict[str, tuple[list[float], list[float]]] = {}
+    with patch():  # type: ignore[attr-defined]
+        for name in args.sets:
+            for seed in args.seeds:
+                source_train, source_val = set_folders(name, args.data, work, seed, args.per_class)
+                run_dir = work / f"{name}-{seed}"
+                train = capped_copy(source_train, run_dir / "train", args.per_class, seed)
+                untouched = capped_copy(
+                    source_val, run_dir / "untouched", args.eval_per_class, seed
+                )
+                cache = run_dir / "cache"
+                transfer = train_and_score(
+                    train, untouched, TrainParams(seed=seed), cache, run_dir / "t.zip"
+                )
+                tuned_params = TrainParams(
+                    mode=Mode.FINETUNE, seed=seed, epochs=args.epochs, **changes
+                )  # type: ignore[arg-type]
+                tuned = train_and_score(train, untouched, tuned_params, cache, run_dir / "f.zip")
+                accs = summary.setdefault(name, ([], []))
+                accs[0].append(transfer.accuracy)
+                accs[1].append(tuned.accuracy)
+                n_train = sum(len(images_of(d)) for d in train.iterdir())
+                n_eval = sum(len(images_of(d)) for d in untouched.iterdir())
+                print(
+                    f"| {name} | {seed} | {n_train} / {n_eval} | {transfer.accuracy:.3f} | {tuned.accuracy:.3f} "
+                    f"| {(tuned.accuracy - transfer.accuracy) * 100:+.1f} | {transfer.seconds:.0f} / {tuned.seconds:.0f} "
+                    f"| {' '.join(f'{a:.2f}' for a in tuned.curve)} |",
+                    flush=True,
+                )
+    print("\n| set | transfer (mean ± half-range) | fine-tune | gap, points |")
+    print("|---|---|---|---|")
+    for name, (transfer_accs, tuned_accs) in summary.items():
+        gaps = [(f - t) * 100 for t, f in zip(transfer_accs, tuned_accs, strict=True)]
+        print(
+            f"| {name} | {spread(transfer_accs)} | {spread(tuned_accs)} | "
+            f"{statistics.mean(gaps):+.1f} ({', '.join(f'{g:+.1f}' for g in gaps)}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
