@@ -139,6 +139,7 @@ class Run:
     accuracy: float
     seconds: float
     curve: list[float] = field(default_factory=list)  # held-out accuracy per fine-tuning epoch
+    train_curve: list[float] = field(default_factory=list)  # augmented training accuracy per epoch
 
 
 def images_of(folder: Path) -> list[Path]:
@@ -174,10 +175,12 @@ def train_and_score(
     train: Path, untouched: Path, params: TrainParams, cache: Path, out: Path
 ) -> Run:
     curve: list[float] = []
+    train_curve: list[float] = []
 
     def note(event: object) -> None:
         if isinstance(event, Epoch) and event.stage == "finetune":
             curve.append(event.val_acc)
+            train_curve.append(event.train_acc)
 
     started = time.perf_counter()
     metadata = train_to_zip(
@@ -189,7 +192,7 @@ def train_and_score(
     seconds = time.perf_counter() - started
     if params.mode is Mode.FINETUNE:
         curve.insert(0, head_only_accuracy(metadata))
-    return Run(evaluate_zip(out, untouched)["accuracy"], seconds, curve)
+    return Run(evaluate_zip(out, untouched)["accuracy"], seconds, curve, train_curve)
 
 
 def head_only_accuracy(metadata: dict) -> float:
@@ -258,7 +261,7 @@ def main() -> None:
                 print(
                     f"| {name} | {seed} | {n_train} / {n_eval} | {transfer.accuracy:.3f} | {tuned.accuracy:.3f} "
                     f"| {(tuned.accuracy - transfer.accuracy) * 100:+.1f} | {transfer.seconds:.0f} / {tuned.seconds:.0f} "
-                    f"| {' '.join(f'{a:.2f}' for a in tuned.curve)} |",
+                    f"| {' '.join(f'{a:.2f}' for a in tuned.curve)} | {' '.join(f'{a:.2f}' for a in tuned.train_curve)} |",
                     flush=True,
                 )
     print("\n| set | transfer (mean ± half-range) | fine-tune | gap, points |")
