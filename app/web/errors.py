@@ -106,9 +106,19 @@ def status_code_of(error: TeachboxError) -> int:
     return status_of_kind(type(error))
 
 
+# HTTP requires a 401 to name the scheme that would be accepted; Bearer, not Basic, so that a
+# browser shows the page's own sign-in form rather than its password dialog.
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="Teachbox"'}
+
+
+def headers_of(error: TeachboxError) -> dict[str, str]:
+    """The headers an error's answer carries besides the usual ones."""
+    return dict(CHALLENGE) if isinstance(error, Unauthorized) else {}
+
+
 async def handle_teachbox_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TeachboxError)
-    return error_response(request, exc.message, status_code_of(exc))
+    return error_response(request, exc.message, status_code_of(exc), headers_of(exc) or None)
 
 
 def json_safe(value: Any) -> Any:

@@ -11,7 +11,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.engine.errors import InternalFailure, TeachboxError, TimedOut, TooLarge
-from app.web.errors import status_code_of
+from app.web.errors import headers_of, status_code_of
 
 # Every response, /docs included: scripts and styles only from files this server serves.
 CONTENT_SECURITY_POLICY = (
@@ -56,6 +56,7 @@ async def send_error(send: Send, error: TeachboxError) -> None:
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
+        *((name.lower().encode(), value.encode()) for name, value in headers_of(error).items()),
     ]
     await send({"type": "http.response.start", "status": status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

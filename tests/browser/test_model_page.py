@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from app.engine.context import RunContext
 from app.engine.dataset import from_folder
@@ -87,6 +87,7 @@ def cli_predictions(model: Path, images: list[Path]) -> dict[str, dict[str, floa
     answers = {}
     for line in done.stdout.splitlines():
         path, _, ranked = line.rpartition(": ")
+        path = path.removesuffix(": not sure")  # below unsure_below the CLI says so first
         answers[path] = {label: float(p) for label, p in re.findall(r"(\S+) ([0-9.]+)", ranked)}
     return answers
 
@@ -139,12 +140,13 @@ def test_the_zip_page_classifies_the_webcam(
     page.get_by_role("button", name="Switch camera").click()
     page.wait_for_selector('#predictions[data-source="webcam"]')
     page.get_by_test_id("webcam").click()
-    assert page.get_by_role("button", name="Switch camera").is_hidden()
+    expect(page.get_by_role("button", name="Switch camera")).to_be_hidden()
 
 
 # expected.json keeps 6 decimals. A 16-bit PNG is the exception: the browser hands over 8 bits,
-# which it rounds differently from preprocess.py's scaling, so a level moves here and there.
-SAMPLE_TOLERANCE = {"rgb.png": 2e-6, "transparent.png": 2e-6, "grey16.png": 1e-2}
+# which it rounds differently from preprocess.py's scaling, so a level moves here and there; how
+# far that moves a probability depends on the model (0.002 to 0.011 measured), its top label not.
+SAMPLE_TOLERANCE = {"rgb.png": 2e-6, "transparent.png": 2e-6, "grey16.png": 3e-2}
 
 
 def test_the_zip_page_gives_the_shipped_samples_their_expected_answers(

@@ -98,6 +98,7 @@ def test_every_api_route_but_health_sign_in_and_join_answers_401_without_credent
             continue
         assert response.status_code == 401, (method, path, response.text)
         assert response.json()["detail"].startswith("Sign in first")
+        assert response.headers["www-authenticate"] == 'Bearer realm="Teachbox"'
 
 
 def test_a_made_up_token_or_cookie_is_no_credential(shared: Shared) -> None:
@@ -158,6 +159,7 @@ def test_a_wrong_password_is_401_then_the_name_is_throttled(shared: Shared) -> N
     wrong = sign_in(shared.anonymous, "ann", "not the password")
     assert wrong.status_code == 401
     assert wrong.json()["detail"].startswith("The user name or the password is wrong.")
+    assert wrong.headers["www-authenticate"] == 'Bearer realm="Teachbox"'
     assert sign_in(shared.anonymous, "nobody").json() == wrong.json()  # names are not revealed
     for _ in range(FAILURES_PER_NAME - 1):
         assert sign_in(shared.anonymous, "ANN", "not the password").status_code == 401

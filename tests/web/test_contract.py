@@ -12,12 +12,12 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
 from app.web.factory import create_app
 from tests.web.api_helpers import LOCAL, create_project
+from tests.web.contract_rules import excluded_checks
 
 # Schemathesis collects its tests from the schema at import, so the app is made here, on a data
 # dir of its own; "testserver" is the name its in-process transport sends as Host.
@@ -49,10 +49,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app_without_lifespan)
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_the_api_answers_as_its_schema_says(case: Case) -> None:
-    # No schema can say "a bundle Teachbox wrote": any bytes are a valid `binary`, and refusing
-    # them is the point (tests/web/test_bundles.py checks each refusal and its sentence).
-    opens_a_bundle = case.operation.path == "/api/projects/bundle"
-    case.call_and_validate(excluded_checks=[positive_data_acceptance] if opens_a_bundle else None)
+    case.call_and_validate(excluded_checks=excluded_checks(case))
 
 
 def test_every_error_status_is_documented_with_the_error_model() -> None:

@@ -346,18 +346,22 @@ def test_case_26_duplicate_or_very_long_class_names_are_422(
 
 
 def _gpu_with_room_for(monkeypatch: pytest.MonkeyPatch, fits: int) -> list[int]:
-    real_train_head = app.engine.training.train_head
+    """A GPU with room for batches of at most `fits`: transfer training's first step (the
+    cross-validated heads) runs out of memory above it, as CUDA would."""
+    real_cross_validate = app.engine.training.cross_validate
     tried: list[int] = []
 
-    def train_head(head: Any, emb: Any, params: Any, *args: Any, **kwargs: Any) -> Any:
+    def cross_validate(
+        x: Any, y: Any, n_classes: int, params: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         tried.append(params.batch_size)
         if params.batch_size > fits:
             raise torch.cuda.OutOfMemoryError(
                 "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity)"
             )
-        return real_train_head(head, emb, params, *args, **kwargs)
+        return real_cross_validate(x, y, n_classes, params, *args, **kwargs)
 
-    monkeypatch.setattr(app.engine.training, "train_head", train_head)
+    monkeypatch.setattr(app.engine.training, "cross_validate", cross_validate)
     return tried
 
 
@@ -395,3 +399,22 @@ def test_case_27_out_of_gpu_memory_at_every_size_fails_clearly_and_the_worker_go
     assert last["event"] == "failed" and last["error"] == failed["error"]
     monkeypatch.undo()
     assert train(client, pid)["status"] == "succeeded"
+
+
+def test_a_job_that_outlives_the_shutdown_timeout_is_recorded_as_interrupted(
+    client: TestClient,
+) -> None:
+    """The process ends with the job's thread: the record must not stay "running" until the next start."""
+    pid, _ = make_trainable(client, per_class=4)
+    jid = client.post(f"/api/projects/{pid}/jobs", json=SLOW_JOB).json()["id"]
+    wait_for_job(client, jid, {"running"})
+    runner = client.app.state.runner  # type: ignore[attr-defined]
+    runner.stop(timeout_s=0)  # the job's next stop check is still ahead
+    try:
+        job = client.get(f"/api/jobs/{jid}").json()
+        assert job["status"] == "interrupted"
+        assert job["error"].startswith("Teachbox was shut down while this job was running")
+        assert events_of(client, jid)[-1]["event"] == "interrupted"
+    finally:
+        runner.stop(timeout_s=60)  # now wait for the thread, as a shutdown with time to spare would
+    assert client.get(f"/api/jobs/{jid}").json()["status"] == "interrupted"  # not ended twice

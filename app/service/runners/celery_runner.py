@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from app.config import Settings
 from app.engine.embeddings import Embedder, EmbeddingCache
 from app.engine.events import Cancelled
-from app.engine.params import TrainParams
 from app.service.event_log import EventLog
 from app.service.records import Job, StoredImage
-from app.service.run_context import embedder_for
+from app.service.run_context import Embedders, project_backbone
 from app.service.runners.in_process import EMBED_CHUNK
 from app.service.runners.job_queue import JobQueue
 from app.service.runners.reaper import Reaper
@@ -28,8 +27,7 @@ class CeleryRunner:
 
     def __init__(self, store: Store, log: EventLog, settings: Settings, queue: JobQueue) -> None:
         self._store, self._log, self._settings, self._queue = store, log, settings, queue
-        self._embedders: dict[str, Embedder] = {}
-        self._lock = threading.Lock()
+        self._embedders = Embedders(settings)
         self._stop = threading.Event()
         self._listener = threading.Thread(
             target=queue.listen, args=(log.wake, self._stop), name="teachbox-events", daemon=True
@@ -67,7 +65,7 @@ class CeleryRunner:
     def embed_soon(self, project_id: str, images: Sequence[StoredImage]) -> None:
         if not self._settings.embed_on_upload or not images:
             return
-        backbone = self._backbone_for(project_id)
+        backbone = project_backbone(self._store, project_id)
         cache = self.embedder(backbone).cache
         cached = cache.get_many([EmbeddingCache.key(backbone, image.sha256) for image in images])
         paths = [
@@ -83,13 +81,4 @@ class CeleryRunner:
 
     def embedder(self, backbone: str) -> Embedder:
         """For analyses outside a job (data health): built here, on the shared embeddings cache."""
-        with self._lock:
-            if backbone not in self._embedders:
-                self._embedders[backbone] = embedder_for(
-                    self._settings, backbone, self._settings.resolved_cache_dir()
-                )
-            return self._embedders[backbone]
-
-    def _backbone_for(self, project_id: str) -> str:
-        jobs = self._store.list_jobs(project_id)
-        return jobs[0].params.backbone if jobs else TrainParams().backbone
+        return self._embedders(backbone)

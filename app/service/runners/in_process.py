@@ -24,10 +24,9 @@ from app.config import Settings
 from app.engine.embeddings import Embedder, EmbeddingCache
 from app.engine.errors import TeachboxError, TrainingCancelled
 from app.engine.events import Cancelled, Interrupted
-from app.engine.params import TrainParams
 from app.service.event_log import EventLog
 from app.service.records import Job, JobKind, JobStatus, StoredImage
-from app.service.run_context import embedder_for
+from app.service.run_context import Embedders, project_backbone
 from app.service.runners.execution import JobExecution
 from app.service.store import Store
 from app.service.warm_models import WarmModels
@@ -58,7 +57,7 @@ class InProcessRunner:
         self._stops: dict[str, threading.Event] = {}
         self._jobs_waiting = 0
         self._pending: Counter[str] = Counter()
-        self._embedders: dict[str, Embedder] = {}
+        self._embedder = Embedders(settings)
         self._shutting_down = threading.Event()
         self._execution = JobExecution(store, log, settings, self._embedder)
         self._thread = threading.Thread(
@@ -84,6 +83,19 @@ class InProcessRunner:
         self._put(_STOP_PRIORITY, None)
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._interrupt_running()
+
+    def _interrupt_running(self) -> None:
+        """A job that outlived the shutdown timeout dies with the process: record it as interrupted
+        now rather than leave it "running" until the next start. Should its thread still finish,
+        the store refuses a second ending."""
+        with self._lock:
+            running = list(self._stops)
+        for job_id in running:
+            job = self._store.get_job(job_id)
+            if job is not None and job.status is JobStatus.RUNNING:
+                self._execution.finish(job, Cancelled(), shutting_down=True)
 
     def submit(self, job: Job) -> None:
         with self._lock:
@@ -103,7 +115,7 @@ class InProcessRunner:
     def embed_soon(self, project_id: str, images: Sequence[StoredImage]) -> None:
         if not self._settings.embed_on_upload or not images:
             return
-        backbone = self._backbone_for(project_id)
+        backbone = project_backbone(self._store, project_id)
         cache = self._embedder(backbone).cache
         cached = cache.get_many([EmbeddingCache.key(backbone, image.sha256) for image in images])
         paths = [
@@ -139,18 +151,6 @@ class InProcessRunner:
                 task.run()
             except Exception:
                 logger.exception("A background task failed")
-
-    def _embedder(self, backbone: str) -> Embedder:
-        with self._lock:
-            if backbone not in self._embedders:
-                self._embedders[backbone] = embedder_for(
-                    self._settings, backbone, self._settings.resolved_cache_dir()
-                )
-            return self._embedders[backbone]
-
-    def _backbone_for(self, project_id: str) -> str:
-        jobs = self._store.list_jobs(project_id)
-        return jobs[0].params.backbone if jobs else TrainParams().backbone
 
     def _should_yield(self) -> bool:
         return self._jobs_waiting > 0 or self._shutting_down.is_set()

@@ -20,12 +20,11 @@ from celery.signals import worker_shutting_down
 from pydantic import BaseModel
 
 from app.config import Settings
-from app.engine.embeddings import Embedder
 from app.engine.errors import TrainingCancelled
 from app.engine.events import Cancelled, Log
 from app.service.event_log import EventLog
 from app.service.records import Job
-from app.service.run_context import embedder_for
+from app.service.run_context import Embedders
 from app.service.runners.execution import JobExecution
 from app.service.runners.job_queue import EMBED, EMBED_QUEUE, JOBS_QUEUE, RUN_JOB, JobQueue
 from app.service.runners.reaper import Reaper
@@ -75,7 +74,7 @@ class QueueWorker:
         self.queue = JobQueue(settings)
         self.store = Store(settings.data_dir)
         self.log = EventLog(self.store, shared=True, publish=self.queue.publish_event)
-        self._embedders: dict[str, Embedder] = {}
+        self._embedder = Embedders(settings)
         self._execution = JobExecution(self.store, self.log, settings, self._embedder)
         self._stopping = threading.Event()
         self._reaper = Reaper(
@@ -153,13 +152,6 @@ class QueueWorker:
             self.queue.send_job(job.id)
             return
         self._execution.finish(job, terminal, shutting_down=False, worker=self.name)
-
-    def _embedder(self, backbone: str) -> Embedder:
-        if backbone not in self._embedders:
-            self._embedders[backbone] = embedder_for(
-                self.settings, backbone, self.settings.resolved_cache_dir()
-            )
-        return self._embedders[backbone]
 
     # The Celery worker around it
 
