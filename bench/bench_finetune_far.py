@@ -20,13 +20,14 @@ is printed for each run, so a collapse after unfreezing shows.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,9 +41,10 @@ sys.path.insert(0, str(ROOT))
 from app.engine import finetune  # noqa: E402 - the repository root is added just above
 from app.engine.backbones import get_spec  # noqa: E402
 from app.engine.context import RunContext  # noqa: E402
-from app.engine.dataset import from_folder  # noqa: E402
+from app.engine.dataset import Sample, from_folder, scan_folder  # noqa: E402
 from app.engine.embeddings import make_embedder  # noqa: E402
 from app.engine.events import Epoch  # noqa: E402
+from app.engine.head import evaluate_logits  # noqa: E402
 from app.engine.model_zip import evaluate_zip  # noqa: E402
 from app.engine.params import Mode, TrainParams  # noqa: E402
 from app.engine.pipeline import train_to_zip  # noqa: E402
@@ -121,6 +123,39 @@ def flip_only() -> Iterator[None]:
         finetune.augment = saved
 
 
+@contextmanager
+def long_warmup(share: float = 0.3) -> Iterator[None]:
+    """Warm-up over `share` of all fine-tuning steps instead of one epoch (6 steps on 170 images)."""
+    saved = finetune.warmup_cosine
+
+    def longer(
+        optimiser: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+    ) -> torch.optim.lr_scheduler.LambdaLR:
+        return saved(optimiser, total_steps, max(warmup_steps, round(total_steps * share)))
+
+    finetune.warmup_cosine = longer
+    try:
+        yield
+    finally:
+        finetune.warmup_cosine = saved
+
+
+@contextmanager
+def slow_head(factor: float = 0.3) -> Iterator[None]:
+    """The already-trained head at `factor` times its learning rate while the blocks fine-tune."""
+    saved = finetune.FinetuneRunner.__init__
+
+    def init(self: finetune.FinetuneRunner, *args: object, **kwargs: object) -> None:
+        saved(self, *args, **kwargs)  # type: ignore[arg-type]
+        self.optimiser.param_groups[1]["lr"] *= factor
+
+    finetune.FinetuneRunner.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        finetune.FinetuneRunner.__init__ = saved  # type: ignore[method-assign]
+
+
 # name -> (how fine-tuning's parameters change, what is patched around both runs)
 VARIANTS: dict[str, tuple[dict[str, object], Callable[[], object]]] = {
     "default": ({}, unchanged),
@@ -131,7 +166,76 @@ VARIANTS: dict[str, tuple[dict[str, object], Callable[[], object]]] = {
     "flip-only": ({}, flip_only),
     "all-blocks": ({"unfreeze_blocks": 19}, unchanged),
     "4-blocks": ({"unfreeze_blocks": 4}, unchanged),
+    "long-warmup": ({}, long_warmup),
+    "slow-head": ({}, slow_head),
 }
+
+
+class UntouchedTrace:
+    """Scores every fine-tuning epoch on the untouched images too (bench only: no choice sees it),
+    so that rules for choosing the epoch can be compared afterwards on the same runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[Sample] | None = None
+        self.rows: list[
+            tuple[float, float, float]
+        ] = []  # (held-out loss, held-out acc, untouched acc)
+        self._frozen: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def start(self, folder: Path | None, labels: list[str]) -> None:
+        self.rows, self._frozen = [], None
+        self.samples = None
+        if folder is not None:
+            found, items = scan_folder(folder)
+            assert found == labels, (found, labels)
+            index = {name: i for i, name in enumerate(labels)}
+            self.samples = [Sample(path, index[name]) for path, name in items]
+
+    @contextmanager
+    def patched(self) -> Iterator[None]:
+        saved = finetune.FinetuneRunner.predict
+        trace = self
+
+        def predict(
+            runner: finetune.FinetuneRunner,
+            loader: finetune.FinetuneLoader,
+            generator: torch.Generator,
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            logits, targets = saved(runner, loader, generator)
+            if trace.samples is not None and not loader.train:
+                stats = evaluate_logits(logits, targets)
+                trace.rows.append(
+                    (stats.loss, stats.acc, trace._untouched_accuracy(runner, loader))
+                )
+            return logits, targets
+
+        finetune.FinetuneRunner.predict = predict  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            finetune.FinetuneRunner.predict = saved  # type: ignore[method-assign]
+
+    @torch.no_grad()
+    def _untouched_accuracy(
+        self, runner: finetune.FinetuneRunner, like: finetune.FinetuneLoader
+    ) -> float:
+        assert self.samples is not None
+        if self._frozen is None:
+            loader = finetune.FinetuneLoader(self.samples, like.prep, like.batch_size, train=False)
+            # Its own generator: the run's must not be consumed by this extra pass.
+            self._frozen = [
+                (runner.prefix(runner._to_device(x, y)[0]), y)
+                for x, y in loader.batches(torch.Generator().manual_seed(0))
+            ]
+        correct = sum(
+            int((runner._suffix_and_head(frozen).cpu().argmax(1) == y).sum())
+            for frozen, y in self._frozen
+        )
+        return correct / sum(len(y) for _, y in self._frozen)
+
+
+TRACE = UntouchedTrace()
+TRACING = False
 
 
 @dataclass
@@ -183,8 +287,10 @@ def train_and_score(
             train_curve.append(event.train_acc)
 
     started = time.perf_counter()
+    data = from_folder(train, seed=params.seed)
+    TRACE.start(untouched if params.mode is Mode.FINETUNE and TRACING else None, data.labels)
     metadata = train_to_zip(
-        from_folder(train, seed=params.seed),
+        data,
         params,
         out,
         RunContext(make_embedder(params.backbone, cache), on_event=note),
@@ -192,7 +298,20 @@ def train_and_score(
     seconds = time.perf_counter() - started
     if params.mode is Mode.FINETUNE:
         curve.insert(0, head_only_accuracy(metadata))
-    return Run(evaluate_zip(out, untouched)["accuracy"], seconds, curve, train_curve)
+    run = Run(evaluate_zip(out, untouched)["accuracy"], seconds, curve, train_curve)
+    if TRACE.rows:
+        print(
+            "trace "
+            + json.dumps(
+                {
+                    "train": str(train),
+                    "final_untouched": run.accuracy,
+                    "rows": TRACE.rows,
+                }
+            ),
+            flush=True,
+        )
+    return run
 
 
 def head_only_accuracy(metadata: dict) -> float:
@@ -223,13 +342,38 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, default=None, help="fine-tuning epochs (default: the product's)"
     )
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="default")
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        choices=sorted(VARIANTS),
+        default=["default"],
+        help="one or more experimental changes, applied together",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="also score every fine-tuning epoch on the untouched images (printed as 'trace' lines)",
+    )
     args = parser.parse_args()
-    changes, patch = VARIANTS[args.variant]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    changes: dict[str, object] = {}
+    patches = ExitStack()
+    for name in args.variant:
+        more, patch = VARIANTS[name]
+        changes.update(more)
+        patches.enter_context(patch())  # type: ignore[arg-type]
+    global TRACING
+    TRACING = args.trace
+    if args.trace:
+        patches.enter_context(TRACE.patched())
     work = Path(tempfile.mkdtemp(prefix="teachbox-far-"))
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"variant {args.variant}, {args.per_class} a class to train, seeds {args.seeds}"
+        f"variant {'+'.join(args.variant)}, {args.per_class} a class to train, seeds {args.seeds}"
     )
     print(
         "| set | seed | n train / untouched | transfer | fine-tune | gap | s transfer / fine-tune | held-out curve (epoch 0 = head only) "
@@ -237,7 +381,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     summary: dict[str, tuple[list[float], list[float]]] = {}
-    with patch():  # type: ignore[attr-defined]
+    with patches:
         for name in args.sets:
             for seed in args.seeds:
                 source_train, source_val = set_folders(name, args.data, work, seed, args.per_class)
