@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
@@ -156,6 +157,143 @@ def slow_head(factor: float = 0.3) -> Iterator[None]:
         finetune.FinetuneRunner.__init__ = saved  # type: ignore[method-assign]
 
 
+@contextmanager
+def precise_batchnorm(n_blocks: int = 8, max_images: int = 512) -> Iterator[None]:
+    """BatchNorm of the unfrozen blocks in training mode while they train (so a weight change is
+    normalised at once and cannot knock the network off), and before every validation their running
+    statistics recomputed exactly over up to `max_images` training images, un-augmented (the frozen
+    prefix's outputs for them are computed once): the statistics the exported model will use."""
+    saved_loader, saved_predict = finetune.FinetuneLoader, finetune.FinetuneRunner.predict
+    training: list[list[Sample]] = []
+
+    class RecordingLoader(saved_loader):  # type: ignore[misc, valid-type]
+        def __post_init__(self) -> None:
+            if self.train:
+                training.append(self.samples)
+
+    frozen_train: dict[int, list[torch.Tensor]] = {}
+    calls: dict[int, int] = {}
+
+    @torch.no_grad()
+    def recompute(runner: finetune.FinetuneRunner, like: finetune.FinetuneLoader) -> None:
+        key = id(runner)
+        if key not in frozen_train:
+            samples = training[-1]
+            if len(samples) > max_images:
+                samples = random.Random(0).sample(samples, max_images)
+            loader = saved_loader(samples, like.prep, like.batch_size, train=False)
+            frozen_train[key] = [
+                runner.prefix(runner._to_device(x, y)[0])
+                for x, y in loader.batches(torch.Generator().manual_seed(0))
+            ]
+        norms = [
+            m
+            for m in runner.suffix.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        ]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the whole pass
+            m.train()
+        for frozen in frozen_train[key]:
+            runner.suffix(frozen)
+        for m in norms:
+            m.eval()
+
+    def predict(
+        runner: finetune.FinetuneRunner, loader: finetune.FinetuneLoader, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        calls[id(runner)] = calls.get(id(runner), 0) + 1
+        # The first validation is the head-only model's, with ImageNet's statistics: left as it is.
+        if not loader.train and training and calls[id(runner)] > 1:
+            recompute(runner, loader)
+        return saved_predict(runner, loader, generator)
+
+    finetune.FinetuneLoader = RecordingLoader  # type: ignore[misc]
+    finetune.FinetuneRunner.predict = predict  # type: ignore[method-assign]
+    try:
+        with batchnorm_updated(n_blocks):
+            yield
+    finally:
+        finetune.FinetuneLoader = saved_loader  # type: ignore[misc]
+        finetune.FinetuneRunner.predict = saved_predict  # type: ignore[method-assign]
+
+
+@contextmanager
+def weight_average(half_life_epochs: float = 1.0) -> Iterator[None]:
+    """An exponential moving average of the trained weights (unfrozen blocks and head) is what each
+    epoch validates, keeps and exports; training goes on from the raw weights. BatchNorm statistics
+    are frozen, so averaging the weights averages the model's eval-mode layers exactly."""
+    saved_init = finetune.FinetuneRunner.__init__
+    saved_step = finetune.FinetuneRunner.train_step
+    saved_predict = finetune.FinetuneRunner.predict
+    state: dict[int, dict[str, object]] = {}
+
+    def trained(runner: finetune.FinetuneRunner) -> list[torch.nn.Parameter]:
+        return [p for group in runner.optimiser.param_groups for p in group["params"]]
+
+    def init(self: finetune.FinetuneRunner, *args: object, **kwargs: object) -> None:
+        saved_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        state[id(self)] = {"avg": None, "raw": None, "steps_per_epoch": None}
+
+    def restore_raw(runner: finetune.FinetuneRunner) -> None:
+        s = state[id(runner)]
+        if s["raw"] is not None:
+            with torch.no_grad():
+                for p, raw in zip(trained(runner), s["raw"], strict=True):  # type: ignore[call-overload]
+                    p.copy_(raw)
+            s["raw"] = None
+
+    def train_step(
+        self: finetune.FinetuneRunner, x: torch.Tensor, y: torch.Tensor, epoch: int, params: object
+    ) -> tuple[float, int]:
+        restore_raw(self)
+        s = state[id(self)]
+        if s["avg"] is None:  # the average starts from the head-only model
+            s["avg"] = [p.detach().clone() for p in trained(self)]
+        out = saved_step(self, x, y, epoch, params)  # type: ignore[arg-type]
+        steps = s["steps_per_epoch"] or max(1, math.ceil(TRAIN_SIZE[0] / params.batch_size))  # type: ignore[attr-defined]
+        s["steps_per_epoch"] = steps
+        decay = 0.5 ** (1 / (half_life_epochs * steps))
+        with torch.no_grad():
+            for a, p in zip(s["avg"], trained(self), strict=True):  # type: ignore[call-overload]
+                a.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        return out
+
+    def predict(
+        self: finetune.FinetuneRunner, loader: finetune.FinetuneLoader, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        s = state[id(self)]
+        if s["avg"] is not None and s["raw"] is None:
+            with torch.no_grad():
+                s["raw"] = [p.detach().clone() for p in trained(self)]
+                for p, a in zip(trained(self), s["avg"], strict=True):  # type: ignore[call-overload]
+                    p.copy_(a)
+        return saved_predict(self, loader, generator)
+
+    saved_loader = finetune.FinetuneLoader
+
+    class SizedLoader(saved_loader):  # type: ignore[misc, valid-type]
+        def __post_init__(self) -> None:
+            if self.train:
+                TRAIN_SIZE[0] = len(self.samples)
+
+    finetune.FinetuneRunner.__init__ = init  # type: ignore[method-assign]
+    finetune.FinetuneRunner.train_step = train_step  # type: ignore[method-assign]
+    finetune.FinetuneRunner.predict = predict  # type: ignore[method-assign]
+    finetune.FinetuneLoader = SizedLoader  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        finetune.FinetuneRunner.__init__ = saved_init  # type: ignore[method-assign]
+        finetune.FinetuneRunner.train_step = saved_step  # type: ignore[method-assign]
+        finetune.FinetuneRunner.predict = saved_predict  # type: ignore[method-assign]
+        finetune.FinetuneLoader = saved_loader  # type: ignore[misc]
+
+
+TRAIN_SIZE = [0]
+
+
 # name -> (how fine-tuning's parameters change, what is patched around both runs)
 VARIANTS: dict[str, tuple[dict[str, object], Callable[[], object]]] = {
     "default": ({}, unchanged),
@@ -168,6 +306,8 @@ VARIANTS: dict[str, tuple[dict[str, object], Callable[[], object]]] = {
     "4-blocks": ({"unfreeze_blocks": 4}, unchanged),
     "long-warmup": ({}, long_warmup),
     "slow-head": ({}, slow_head),
+    "precise-bn": ({}, precise_batchnorm),
+    "ema": ({}, weight_average),
 }
 
 
