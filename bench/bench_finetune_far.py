@@ -39,13 +39,14 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.engine import finetune  # noqa: E402 - the repository root is added just above
+from app.engine import finetune, training  # noqa: E402 - the repository root is added just above
 from app.engine.backbones import get_spec  # noqa: E402
 from app.engine.context import RunContext  # noqa: E402
+from app.engine.crossval import cross_validate  # noqa: E402
 from app.engine.dataset import Sample, from_folder, scan_folder  # noqa: E402
 from app.engine.embeddings import make_embedder  # noqa: E402
 from app.engine.events import Epoch  # noqa: E402
-from app.engine.head import evaluate_logits  # noqa: E402
+from app.engine.head import Embedded, evaluate_logits, train_head_for  # noqa: E402
 from app.engine.model_zip import evaluate_zip  # noqa: E402
 from app.engine.params import Mode, TrainParams  # noqa: E402
 from app.engine.pipeline import train_to_zip  # noqa: E402
@@ -294,6 +295,46 @@ def weight_average(half_life_epochs: float = 1.0) -> Iterator[None]:
 TRAIN_SIZE = [0]
 
 
+@contextmanager
+def cross_validated_head() -> Iterator[None]:
+    """The head that fine-tuning starts from chooses its epochs by 5-fold cross-validation on the
+    training part's embeddings (as transfer learning does) instead of on the held-out images, so
+    the head-only model's held-out score, which each fine-tuned epoch must beat, is not inflated
+    by having been chosen on those same images."""
+    saved = training.train_head
+
+    def cross_validated(
+        head: torch.nn.Module,
+        emb: Embedded,
+        params: TrainParams,
+        epochs: int,
+        stage: str,
+        on_event: Callable[[object], None],
+        should_stop: Callable[[], bool],
+        generator: torch.Generator,
+    ) -> list[dict[str, object]]:
+        cv = cross_validate(
+            emb.x_train,
+            emb.y_train,
+            head[-1].out_features,  # type: ignore[index]
+            params,
+            epochs,
+            on_event,
+            should_stop,
+            generator,
+        )
+        train_head_for(
+            head, emb.x_train, emb.y_train, params, cv.epochs, on_event, should_stop, generator
+        )
+        return cv.history
+
+    training.train_head = cross_validated  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        training.train_head = saved  # type: ignore[assignment]
+
+
 # name -> (how fine-tuning's parameters change, what is patched around both runs)
 VARIANTS: dict[str, tuple[dict[str, object], Callable[[], object]]] = {
     "default": ({}, unchanged),
@@ -308,6 +349,7 @@ VARIANTS: dict[str, tuple[dict[str, object], Callable[[], object]]] = {
     "slow-head": ({}, slow_head),
     "precise-bn": ({}, precise_batchnorm),
     "ema": ({}, weight_average),
+    "cv-head": ({}, cross_validated_head),
 }
 
 
