@@ -345,6 +345,7 @@ VARIANTS: dict[str, tuple[dict[str, object], Callable[[], object]]] = {
     "flip-only": ({}, flip_only),
     "all-blocks": ({"unfreeze_blocks": 19}, unchanged),
     "4-blocks": ({"unfreeze_blocks": 4}, unchanged),
+    "8-blocks": ({"unfreeze_blocks": 8}, unchanged),  # the default before 2026-12-02
     "long-warmup": ({}, long_warmup),
     "slow-head": ({}, slow_head),
     "precise-bn": ({}, precise_batchnorm),
