@@ -35,6 +35,8 @@ class BackboneSpec:
     feature_dim: int
     # About the last 40 % of the feature blocks: measured for mobilenet_v2 (8 of 19) on greyscale
     # digits, where fewer blocks left fine-tuning within 3 points of transfer; the same share for v3.
+    # All 19 gained twice as much on PCB defects, but took 2.5-3x as long and scored 2-3 points
+    # lower on flowers (bench/RESULTS.md, "Fine-tuning on real images far from ImageNet").
     default_unfreeze_blocks: int
 
     @property

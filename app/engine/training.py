@@ -224,6 +224,13 @@ def fit_transfer(
     )
 
 
+def unfrozen_blocks(params: TrainParams) -> str:
+    """'all 19 blocks' or 'the last 8 blocks', for the job's log."""
+    n = params.resolved_unfreeze_blocks
+    every = len(get_spec(params.backbone).block_names)
+    return f"all {n} blocks" if n == every else f"the last {n} blocks"
+
+
 def fit_finetune(
     data: Dataset,
     emb: Embedded,
@@ -240,11 +247,7 @@ def fit_finetune(
         head, emb, params, FINETUNE_HEAD_EPOCHS, "head", run.on_event, run.should_stop, generator
     )
     model = Classifier(build_backbone(params.backbone, run.weights_path).eval(), head)
-    run.on_event(
-        Log(
-            message=f"Fine-tuning the last {params.resolved_unfreeze_blocks} blocks on {target.type}."
-        )
-    )
+    run.on_event(Log(message=f"Fine-tuning {unfrozen_blocks(params)} on {target.type}."))
     more, logits, targets = run_finetune(
         model, data, params, target, run.on_event, run.should_stop, generator, run.max_pixels
     )

@@ -28,7 +28,7 @@ def test_every_backbone_lists_its_blocks_and_feature_size() -> None:
     for spec in BACKBONES.values():
         extractor = build_backbone(spec.name, pretrained=False)
         assert extractor(torch.zeros(1, 3, 64, 64)).shape == (1, spec.feature_dim)
-        assert len(spec.block_names) > spec.default_unfreeze_blocks
+        assert 1 <= spec.default_unfreeze_blocks <= len(spec.block_names)
 
 
 def test_missing_weights_name_the_file_the_url_and_where(
