@@ -103,6 +103,16 @@ async function classifyFile(file) {
 }
 
 async function startWebcam() {
+  // While the camera starts (or switches), a second click would start a second stream.
+  $("#webcam").disabled = true;
+  try {
+    await openWebcam();
+  } finally {
+    $("#webcam").disabled = false;
+  }
+}
+
+async function openWebcam() {
   showError("");
   try {
     state.stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: { ideal: state.facing } }, audio: false });
