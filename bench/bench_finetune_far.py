@@ -32,6 +32,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import torch
 from PIL import Image, ImageOps
@@ -65,12 +66,8 @@ def unchanged() -> Iterator[None]:
 @contextmanager
 def backbone_lr(factor: float) -> Iterator[None]:
     """The unfrozen blocks' learning rate as `factor` times the head's (the product uses 0.3)."""
-    saved = finetune.BACKBONE_LR_FACTOR
-    finetune.BACKBONE_LR_FACTOR = factor
-    try:
+    with mock.patch.object(finetune, "BACKBONE_LR_FACTOR", factor):
         yield
-    finally:
-        finetune.BACKBONE_LR_FACTOR = saved
 
 
 @contextmanager
@@ -112,17 +109,13 @@ def no_centre_crop() -> Iterator[None]:
 def flip_only() -> Iterator[None]:
     """Training images prepared as validation's (resize, centre crop), then mirrored half the time:
     no random crop that could cut a small defect away, no colour jitter."""
-    saved = finetune.augment
 
     def centre_and_flip(image: Image.Image, prep: Preprocessing, rng: random.Random) -> Image.Image:
         out = resize_and_crop(image, prep)
         return ImageOps.mirror(out) if rng.random() < 0.5 else out
 
-    finetune.augment = centre_and_flip
-    try:
+    with mock.patch.object(finetune, "augment", centre_and_flip):
         yield
-    finally:
-        finetune.augment = saved
 
 
 @contextmanager
@@ -135,11 +128,8 @@ def long_warmup(share: float = 0.3) -> Iterator[None]:
     ) -> torch.optim.lr_scheduler.LambdaLR:
         return saved(optimiser, total_steps, max(warmup_steps, round(total_steps * share)))
 
-    finetune.warmup_cosine = longer
-    try:
+    with mock.patch.object(finetune, "warmup_cosine", longer):
         yield
-    finally:
-        finetune.warmup_cosine = saved
 
 
 @contextmanager
