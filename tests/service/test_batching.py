@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from app.engine.errors import Unavailable
 from app.engine.images import model_input
 from app.engine.model_zip import OnnxClassifier
 from app.service.batching import BatchTiming, PredictBatcher
+from tests.concurrently import at_once
 
 pytestmark = pytest.mark.weights
 
@@ -23,19 +23,9 @@ def inputs(classifier: OnnxClassifier, folder: Path) -> list[np.ndarray]:
 def predict_at_once(
     batcher: PredictBatcher, jobs: list[tuple[OnnxClassifier, np.ndarray]]
 ) -> list[tuple[np.ndarray, BatchTiming]]:
-    barrier = threading.Barrier(len(jobs))
-    results: list[tuple[np.ndarray, BatchTiming] | None] = [None] * len(jobs)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = batcher.predict(*jobs[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return [r for r in results if r is not None]
+    outcomes = at_once([lambda job=job: batcher.predict(*job) for job in jobs])
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    return outcomes  # type: ignore[return-value]
 
 
 def test_two_models_sent_together_each_get_their_own_answers(

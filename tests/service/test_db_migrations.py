@@ -8,7 +8,6 @@ refuses a target that already holds some.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from app.service.schema import JOB_MIGRATIONS, PROJECT_MIGRATIONS, SCHEMA
 from app.service.store import Store
 from app.service.tables import jobs, metadata, projects, users
 from app.service.uploads import prepare_image
+from tests.concurrently import at_once
 from tests.postgres_helpers import PostgresServer
 from tests.web.api_helpers import BLUE, RED, image_bytes
 
@@ -276,19 +276,5 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(
         url = migrate.sqlite_url(tmp_path / "teachbox.sqlite")
     else:
         url = request.getfixturevalue("postgres_server").new_database()
-    barrier = threading.Barrier(4)
-    outcomes: list[object] = []
-
-    def open_it() -> None:
-        barrier.wait()
-        try:
-            outcomes.append(migrate.upgrade(url))
-        except Exception as exc:  # the test shows which, instead of a thread's traceback
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once([lambda: migrate.upgrade(url)] * 4)
     assert outcomes == [migrate.BASELINE] * 4

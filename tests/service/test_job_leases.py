@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 from app.engine.events import Log
@@ -13,6 +12,7 @@ from app.service.records import JobStatus
 from app.service.runners.reaper import reap
 from app.service.store import Store
 from app.service.uploads import prepare_image
+from tests.concurrently import at_once
 from tests.web.api_helpers import BLUE, RED, image_bytes
 
 # Long enough never to expire during a test; short enough to expire after a short sleep.
@@ -127,19 +127,12 @@ def test_processes_appending_to_one_log_get_increasing_ids(store: Store) -> None
 
 def test_appenders_at_once_get_each_id_once(store: Store) -> None:
     job_id = queued_job(store)
-    barrier = threading.Barrier(8)
-    seqs: list[int] = []
 
-    def append(i: int) -> None:
-        barrier.wait()
-        for j in range(5):
-            seqs.append(store.add_next_event(job_id, "log", f'{{"message": "{i}.{j}"}}'))
+    def append(i: int) -> list[int]:
+        return [store.add_next_event(job_id, "log", f'{{"message": "{i}.{j}"}}') for j in range(5)]
 
-    threads = [threading.Thread(target=append, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once([lambda i=i: append(i) for i in range(8)])
+    seqs = [seq for appended in outcomes for seq in appended]  # type: ignore[union-attr]
     assert sorted(seqs) == list(range(1, 41))
     assert [event.seq for event in store.events_after(job_id, 0)] == list(range(1, 41))
 

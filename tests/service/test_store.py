@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from app.engine.params import TrainParams
 from app.service.files import write_atomic
 from app.service.store import Store
 from app.service.uploads import clean_filename, prepare_image
+from tests.concurrently import at_once
 from tests.web.api_helpers import BLUE, RED, image_bytes
 
 
@@ -28,21 +28,7 @@ def trainable_project(store: Store) -> str:
 
 def test_concurrent_job_creation_admits_exactly_one(store: Store) -> None:
     pid = trainable_project(store)
-    barrier = threading.Barrier(8)
-    outcomes: list[object] = []
-
-    def create() -> None:
-        barrier.wait()
-        try:
-            outcomes.append(store.create_job(pid, TrainParams()))
-        except TeachboxError as exc:
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=create) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once([lambda: store.create_job(pid, TrainParams())] * 8)
     errors = [o for o in outcomes if isinstance(o, TeachboxError)]
     jobs = [o for o in outcomes if not isinstance(o, TeachboxError)]
     assert len(jobs) == 1 and len(errors) == 7

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -18,6 +17,8 @@ import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
+
+from tests.concurrently import at_once
 
 ROOT = Path(__file__).resolve().parents[2]
 # The test client's address: a loopback name, as the server answers only to allowed host names.
@@ -213,19 +214,9 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 def post_at_once(client: TestClient, url: str, count: int, **request: Any) -> list[httpx.Response]:
     """`count` POSTs (each with `request`, e.g. json= or files=) released together by a barrier, as racing browsers would send them."""
-    barrier = threading.Barrier(count)
-    responses: list[httpx.Response] = []
-
-    def post() -> None:
-        barrier.wait()
-        responses.append(client.post(url, **request))
-
-    threads = [threading.Thread(target=post) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return responses
+    outcomes = at_once([lambda: client.post(url, **request)] * count)
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    return outcomes  # type: ignore[return-value]
 
 
 def make_zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
