@@ -12,7 +12,7 @@ const mean = (values) => values.reduce((a, b) => a + b, 0) / values.length;
  * A plain-language warning when training accuracy pulls away from validation accuracy, else "".
  * With few validation images one image moves the accuracy a lot, so the gap must also exceed the
  * noise of a binomial proportion on `nVal` images before it counts. `kept` is the accuracy of the
- * model finally kept (the engine keeps the best epoch), once training is over.
+ * model finally kept (the engine keeps a better epoch than the last where there is one), once training is over.
  */
 export function overfittingWarning(history, { nVal = 0, mode = "transfer", kept = null } = {}) {
   if (history.length < 2 * TAIL) return "";
@@ -31,7 +31,7 @@ export function overfittingWarning(history, { nVal = 0, mode = "transfer", kept 
     mode === "finetune" ? "use transfer learning instead of fine-tuning" : "keep transfer learning rather than fine-tuning",
   ];
   const keptNote = kept !== null && kept > val + 0.01
-    ? ` Teachbox kept the weights from the epoch that did best on the validation images (${percent(kept)}), not the last ones.`
+    ? ` Teachbox kept the weights of an earlier epoch that did better on the validation images (${percent(kept)}), not the last ones.`
     : "";
   return (
     `The model started to memorise its training images instead of learning what the classes look like: ` +

@@ -19,6 +19,9 @@ from app.engine.finetune import (
     FinetuneLoader,
     FinetuneRunner,
     freeze_for_finetune,
+    head_only_clearly_better,
+    settled_from,
+    warmup_cosine,
 )
 from app.engine.head import check_finite
 from app.engine.images import model_input
@@ -102,13 +105,59 @@ def test_finetune_unfreezes_the_last_blocks(session_colours: Path, embedder: Emb
     )
     assert result.metrics.val_accuracy == 1.0
     # Keys read "features.<block>.…": only the two unfrozen blocks may differ, and the kept epoch
-    # (lower validation loss at equal accuracy) did change them.
+    # (the only one, so settled by definition) did change them.
     changed = {
         name.split(".")[1]
         for name, value in result.model.extractor.state_dict().items()
         if "num_batches" not in name and not value.equal(before.model.extractor.state_dict()[name])
     }
     assert changed == {"17", "18"}, changed
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 15, 40])
+def test_the_settled_epochs_start_where_the_schedule_has_halved_the_learning_rate(
+    epochs: int,
+) -> None:
+    steps_per_epoch = 4
+    optimiser = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = warmup_cosine(optimiser, epochs * steps_per_epoch, steps_per_epoch)
+    rate_after = []  # the learning rate in force when each epoch has ended
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            optimiser.step()
+            schedule.step()
+        rate_after.append(optimiser.param_groups[0]["lr"])
+    first = settled_from(epochs)
+    assert 1 <= first <= epochs
+    assert rate_after[first - 1] <= 0.5 + 1e-9
+    assert first == 1 or rate_after[first - 2] > 0.5
+
+
+def test_the_head_only_model_is_kept_only_when_fine_tuning_is_clearly_worse() -> None:
+    # 30 held-out images, as 100 images a class with the default 15 % split give.
+    assert not head_only_clearly_better(0.90, 0.87, 30)  # one image: noise
+    assert not head_only_clearly_better(0.90, 0.80, 30)
+    assert head_only_clearly_better(0.90, 0.60, 30)
+    assert head_only_clearly_better(0.90, 0.80, 3000)  # the same gap on many images is real
+
+
+def test_fine_tuning_that_wrecks_the_backbone_ships_the_head_only_model(
+    session_colours: Path, embedder: Embedder
+) -> None:
+    events, sink = collect()
+    # A learning rate a hundred times the default sends the unfrozen blocks' loss into the hundreds.
+    params = TrainParams(
+        mode=Mode.FINETUNE, epochs=2, unfreeze_blocks=19, batch_size=8, seed=2, learning_rate=0.1
+    )
+    result = fit(from_folder(session_colours, seed=2), params, RunContext(embedder, on_event=sink))
+    tuned = [e for e in events if isinstance(e, Epoch) and e.stage == "finetune"]
+    assert max(e.val_acc for e in tuned) <= 0.5, "the premise: fine-tuning went wrong"
+    warnings = [e.message for e in events if isinstance(e, Log) and e.level == "warning"]
+    assert any("keeping the head-only model" in w for w in warnings), warnings
+    assert result.metrics.val_accuracy == 1.0
+    pretrained = build_backbone("mobilenet_v2").state_dict()
+    for name, value in result.model.extractor.state_dict().items():
+        assert torch.equal(value, pretrained[name]), name
 
 
 def test_finetune_validation_is_float32_and_reuses_the_frozen_prefix(session_colours: Path) -> None:
