@@ -6,7 +6,8 @@
 For each set and seed, both modes train through `train_to_zip` (the CLI's code path) on the set's
 `train` folder only (the trainer holds out its own 15 % to choose epochs), and each exported ONNX
 model is scored by `evaluate_zip` on the set's untouched `val` folder, which no choice sees. The
-far sets are built outside the repository by `bench/far_datasets.py` (default /work/data-far);
+far sets are built outside the repository by `bench/far_datasets.py` (default /work/data-far;
+--sets also takes breast-ultrasound and brain-mri, which it builds but the default leaves out);
 digits are scikit-learn's, as the tests make them (its unseen rest is the untouched folder);
 flowers are /work/shared/datasets/flowers-dev (everyday photos: fine-tuning must not lose there).
 
@@ -505,6 +506,7 @@ def main() -> None:
         "--sets",
         nargs="+",
         default=["bccd-cells", "deeppcb-defects", "pneumonia-xray", "digits", "flowers"],
+        help="far_datasets.py's sets (also breast-ultrasound, brain-mri), digits, flowers",
     )
     parser.add_argument("--data", type=Path, default=Path("/work/data-far"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
