@@ -22,7 +22,6 @@ from app.engine.best import BestEpoch
 from app.engine.context import StopCheck
 from app.engine.dataset import Dataset, Sample
 from app.engine.errors import TrainingCancelled
-from app.engine.estimate import wilson_interval
 from app.engine.events import EventSink, Log, Progress
 from app.engine.head import (
     WEIGHT_DECAY,
@@ -289,7 +288,7 @@ def run_finetune(
     max_pixels: int,
 ) -> tuple[list[dict[str, Any]], torch.Tensor, torch.Tensor]:
     """Unfreeze the last blocks and train them with the head; keep the best settled epoch, or the
-    head-only model where fine-tuning clearly made it worse."""
+    head-only model where that epoch is worse on both held-out accuracy and loss."""
     spec = get_spec(params.backbone)
     prep = spec.preprocessing
     model.to(device).to(memory_format=FINETUNE_MEMORY_FORMAT)
@@ -326,19 +325,21 @@ def run_finetune(
         if epoch >= first_settled:
             best.offer(epoch, val.acc, val.loss, (model.state_dict(), val_logits, val_targets))
     n_val = len(val_targets)
-    if head_only_clearly_better(start.acc, best.accuracy, n_val):
+    tuned = EpochStats(best.loss, best.accuracy)
+    if head_only_better(start, tuned):
         on_event(
             Log(
                 level="warning",
-                message=f"Fine-tuning ended clearly below its starting point on the {n_val} held-out "
-                f"images ({best.accuracy:.0%} against {start.acc:.0%}): keeping the head-only model.",
+                message=f"Fine-tuning ended below its starting point on the {n_val} held-out images "
+                f"(accuracy {tuned.acc:.0%} against {start.acc:.0%}, loss {tuned.loss:.2f} against "
+                f"{start.loss:.2f}): keeping the head-only model.",
             )
         )
         state, best_logits, best_targets = head_only
     else:
         on_event(
             Log(
-                message=f"Kept fine-tuning epoch {best.epoch}: {best.accuracy:.0%} on the {n_val} "
+                message=f"Kept fine-tuning epoch {best.epoch}: {tuned.acc:.0%} on the {n_val} "
                 f"held-out images (head only: {start.acc:.0%})."
             )
         )
@@ -360,15 +361,16 @@ def settled_from(epochs: int) -> int:
     return math.ceil(epochs / 2)
 
 
-def head_only_clearly_better(head_only: float, tuned: float, n_val: int) -> bool:
-    """Whether the fine-tuned model fell below the head-only model's 95 % interval on the held-out
-    images: a run that went wrong, not noise.
+def head_only_better(head_only: EpochStats, tuned: EpochStats) -> bool:
+    """Whether the head-only model beats the fine-tuned one on the held-out images on both counts:
+    higher accuracy and lower loss.
 
-    The head-only model's own score is optimistic (its epoch was chosen on those same images), so
-    a plain "higher wins" kept it where fine-tuning had helped (bench/RESULTS.md).
+    Accuracy alone is too coarse on a few dozen images, and the head-only model's own score is
+    optimistic (its epoch was chosen on those same images), so a plain "higher accuracy wins" kept
+    it where fine-tuning had helped; a fine-tuned model that is worse on both counts has gone
+    wrong (bench/RESULTS.md, "Which epoch to keep").
     """
-    low, _ = wilson_interval(round(head_only * n_val), n_val)
-    return tuned < low
+    return head_only.acc > tuned.acc and head_only.loss < tuned.loss
 
 
 def _finetune_epoch(
