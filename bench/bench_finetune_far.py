@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -424,12 +425,18 @@ def images_of(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def seeded_cap(files: list[Path], per_class: int | None, seed: int, label: str) -> list[Path]:
+    """At most `per_class` of one class's images (sorted), the same choice for the same seed in
+    every benchmark that caps a set."""
+    if per_class is None or len(files) <= per_class:
+        return files
+    return sorted(random.Random(f"{seed}-{label}").sample(sorted(files), per_class))
+
+
 def capped_copy(source: Path, target: Path, per_class: int | None, seed: int) -> Path:
     """A class-per-folder tree of links to at most `per_class` images a class (seeded choice)."""
     for class_dir in sorted(d for d in source.iterdir() if d.is_dir()):
-        files = images_of(class_dir)
-        if per_class is not None and len(files) > per_class:
-            files = sorted(random.Random(f"{seed}-{class_dir.name}").sample(files, per_class))
+        files = seeded_cap(images_of(class_dir), per_class, seed, class_dir.name)
         (target / class_dir.name).mkdir(parents=True, exist_ok=True)
         for path in files:
             (target / class_dir.name / path.name).symlink_to(path.resolve())
@@ -545,7 +552,9 @@ def main() -> None:
     TRACING = args.trace
     if args.trace:
         patches.enter_context(TRACE.patched())
+    # Each run leaves links, caches and two model zips here: gone when the benchmark ends.
     work = Path(tempfile.mkdtemp(prefix="teachbox-far-"))
+    patches.callback(shutil.rmtree, work, ignore_errors=True)
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"variant {'+'.join(args.variant)}, {args.per_class} a class to train, seeds {args.seeds}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from app.engine.dataset import from_items, scan_folder  # noqa: E402
 from app.engine.embeddings import Embedder, make_embedder  # noqa: E402
 from app.engine.params import TrainParams  # noqa: E402
 from app.engine.training import fit  # noqa: E402
+from bench.bench_estimate import vectors  # noqa: E402
+from bench.bench_finetune_far import seeded_cap  # noqa: E402
 
 GRID = (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 SHIPPED = head.WEIGHT_DECAY
@@ -49,21 +50,13 @@ ROOTS = {
 
 
 def capped(folder: Path, per_class: int | None, seed: int) -> list[tuple[Path, str]]:
-    """Every (image, class) of `folder`, at most `per_class` a class (a seeded choice)."""
-    _, items = scan_folder(folder)
-    by_class: dict[str, list[Path]] = {}
-    for path, name in items:
-        by_class.setdefault(name, []).append(path)
-    kept = []
-    for name, paths in sorted(by_class.items()):
-        if per_class is not None and len(paths) > per_class:
-            paths = sorted(random.Random(f"{seed}-{name}").sample(paths, per_class))
-        kept += [(p, name) for p in paths]
-    return kept
-
-
-def vectors(embedder: Embedder, paths: list[Path]) -> torch.Tensor:
-    return torch.from_numpy(embedder.embed(paths).matrix(paths)).float()
+    """Every (image, class) of `folder`, at most `per_class` a class: bench_finetune_far.py's choice."""
+    labels, items = scan_folder(folder)
+    return [
+        (path, label)
+        for label in labels
+        for path in seeded_cap([p for p, n in items if n == label], per_class, seed, label)
+    ]
 
 
 def one_run(
