@@ -28,3 +28,10 @@ def at_once(calls: Sequence[Callable[[], T]]) -> list[T | Exception]:
     for thread in threads:
         thread.join()
     return outcomes  # type: ignore[return-value]  # every slot was filled by its thread
+
+
+def all_return_at_once(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """`at_once`, for calls that must all return: one that raised fails the test, naming it."""
+    outcomes = at_once(calls)
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    return outcomes  # type: ignore[return-value]  # none of them is an exception

@@ -11,7 +11,7 @@ from app.engine.errors import Unavailable
 from app.engine.images import model_input
 from app.engine.model_zip import OnnxClassifier
 from app.service.batching import BatchTiming, PredictBatcher
-from tests.concurrently import at_once
+from tests.concurrently import all_return_at_once
 
 pytestmark = pytest.mark.weights
 
@@ -23,9 +23,7 @@ def inputs(classifier: OnnxClassifier, folder: Path) -> list[np.ndarray]:
 def predict_at_once(
     batcher: PredictBatcher, jobs: list[tuple[OnnxClassifier, np.ndarray]]
 ) -> list[tuple[np.ndarray, BatchTiming]]:
-    outcomes = at_once([lambda job=job: batcher.predict(*job) for job in jobs])
-    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
-    return outcomes  # type: ignore[return-value]
+    return all_return_at_once([lambda job=job: batcher.predict(*job) for job in jobs])
 
 
 def test_two_models_sent_together_each_get_their_own_answers(
