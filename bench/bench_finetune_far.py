@@ -1,7 +1,8 @@
 """Fine-tuning against transfer learning on real images far from ImageNet, plus digits and flowers.
 
     .venv/bin/python bench/bench_finetune_far.py [--sets bccd-cells deeppcb-defects pneumonia-xray digits flowers]
-        [--seeds 0 1] [--per-class 100] [--eval-per-class 60] [--epochs 15] [--variant NAME]
+        [--seeds 0 1] [--per-class 100] [--eval-per-class 60] [--epochs 15] [--variant NAME ...]
+        [--threads N] [--trace [--trace-mix WEIGHT ...]]
 
 For each set and seed, both modes train through `train_to_zip` (the CLI's code path) on the set's
 `train` folder only (the trainer holds out its own 15 % to choose epochs), and each exported ONNX
@@ -15,12 +16,16 @@ flowers are /work/shared/datasets/flowers-dev (everyday photos: fine-tuning must
 modes) to fit a small CPU budget. --variant runs fine-tuning with one experimental change that
 the product does not make (see VARIANTS); transfer is unchanged by every variant except no-crop.
 The fine-tuning validation curve (held-out accuracy per epoch, epoch 0 being the head-only model)
-is printed for each run, so a collapse after unfreezing shows.
+is printed for each run, so a collapse after unfreezing shows. --trace also scores every
+fine-tuning epoch on the untouched images, so that rules for keeping an epoch can be compared
+afterwards on the same runs; --trace-mix adds, for each settled epoch, the weights averaged with
+the head-only model's (about doubling a run's time).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import random
@@ -69,6 +74,13 @@ def unchanged() -> Iterator[None]:
 def backbone_lr(factor: float) -> Iterator[None]:
     """The unfrozen blocks' learning rate as `factor` times the head's (the product uses 0.3)."""
     with mock.patch.object(finetune, "BACKBONE_LR_FACTOR", factor):
+        yield
+
+
+@contextmanager
+def block_lr_decay(decay: float) -> Iterator[None]:
+    """Each unfrozen block learns at `decay` times the rate of the block above it (the product: 1.0)."""
+    with mock.patch.object(finetune, "BLOCK_LR_DECAY", decay):
         yield
 
 
@@ -338,6 +350,8 @@ VARIANTS: dict[str, tuple[dict[str, object], Callable[[], object]]] = {
     "all-blocks": ({"unfreeze_blocks": 19}, unchanged),
     "4-blocks": ({"unfreeze_blocks": 4}, unchanged),
     "8-blocks": ({"unfreeze_blocks": 8}, unchanged),  # the default before 2026-12-02
+    "decay-0.8": ({}, lambda: block_lr_decay(0.8)),
+    "decay-0.9": ({}, lambda: block_lr_decay(0.9)),
     "long-warmup": ({}, long_warmup),
     "slow-head": ({}, slow_head),
     "precise-bn": ({}, precise_batchnorm),
@@ -356,9 +370,15 @@ class UntouchedTrace:
             tuple[float, float, float]
         ] = []  # (held-out loss, held-out acc, untouched acc)
         self._frozen: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        # With --trace-mix: per epoch, {weight of the fine-tuned model: (held-out loss, held-out
+        # acc, untouched acc)} for its weights averaged with the head-only model's.
+        self.mix_weights: tuple[float, ...] = ()
+        self.mix_from = 1  # the first epoch scored so
+        self.mixes: list[dict[float, tuple[float, float, float]]] = []
+        self._head_only: dict[str, torch.Tensor] | None = None
 
     def start(self, folder: Path | None, labels: list[str]) -> None:
-        self.rows, self._frozen = [], None
+        self.rows, self._frozen, self.mixes, self._head_only = [], None, [], None
         self.samples = None
         if folder is not None:
             found, items = scan_folder(folder)
@@ -382,6 +402,8 @@ class UntouchedTrace:
                 trace.rows.append(
                     (stats.loss, stats.acc, trace._untouched_accuracy(runner, loader))
                 )
+                if trace.mix_weights:
+                    trace.mixes.append(trace._mixed(runner, loader, saved))
             return logits, targets
 
         finetune.FinetuneRunner.predict = predict  # type: ignore[method-assign]
@@ -389,6 +411,35 @@ class UntouchedTrace:
             yield
         finally:
             finetune.FinetuneRunner.predict = saved  # type: ignore[method-assign]
+
+    @torch.no_grad()
+    def _mixed(
+        self,
+        runner: finetune.FinetuneRunner,
+        loader: finetune.FinetuneLoader,
+        predict: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    ) -> dict[float, tuple[float, float, float]]:
+        """Score the weights averaged with the head-only model's (weight-space ensembling, as in
+        WiSE-FT); the first call, before fine-tuning, records the head-only weights."""
+        current = copy.deepcopy(runner.model.state_dict())
+        if self._head_only is None:
+            self._head_only = current
+        if len(self.rows) - 1 < self.mix_from:
+            return {}
+        scores = {}
+        for weight in self.mix_weights:
+            runner.model.load_state_dict(
+                {
+                    name: torch.lerp(self._head_only[name], value, weight)
+                    if value.is_floating_point()
+                    else value
+                    for name, value in current.items()
+                }
+            )
+            stats = evaluate_logits(*predict(runner, loader, torch.Generator().manual_seed(0)))
+            scores[weight] = (stats.loss, stats.acc, self._untouched_accuracy(runner, loader))
+        runner.model.load_state_dict(current)
+        return scores
 
     @torch.no_grad()
     def _untouched_accuracy(
@@ -488,6 +539,7 @@ def train_and_score(
                     "train": str(train),
                     "final_untouched": run.accuracy,
                     "rows": TRACE.rows,
+                    "mixes": [{str(w): v for w, v in m.items()} for m in TRACE.mixes],
                 }
             ),
             flush=True,
@@ -539,7 +591,20 @@ def main() -> None:
         action="store_true",
         help="also score every fine-tuning epoch on the untouched images (printed as 'trace' lines)",
     )
+    parser.add_argument(
+        "--trace-mix",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="WEIGHT",
+        help="with --trace: also score each settled epoch's weights averaged with the head-only "
+        "model's, the fine-tuned ones at each WEIGHT (0-1)",
+    )
     args = parser.parse_args()
+    TRACE.mix_weights = tuple(args.trace_mix)
+    TRACE.mix_from = finetune.settled_from(
+        TrainParams(mode=Mode.FINETUNE, epochs=args.epochs).resolved_epochs
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     changes: dict[str, object] = {}

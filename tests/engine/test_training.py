@@ -18,6 +18,7 @@ from app.engine.finetune import (
     FINETUNE_MEMORY_FORMAT,
     FinetuneLoader,
     FinetuneRunner,
+    block_param_groups,
     freeze_for_finetune,
     head_only_better,
     settled_from,
@@ -112,6 +113,16 @@ def test_finetune_unfreezes_the_last_blocks(session_colours: Path, embedder: Emb
         if "num_batches" not in name and not value.equal(before.model.extractor.state_dict()[name])
     }
     assert changed == {"17", "18"}, changed
+
+
+def test_each_unfrozen_block_learns_at_the_decay_times_the_rate_of_the_block_above() -> None:
+    spec = get_spec("mobilenet_v2")
+    backbone = build_backbone("mobilenet_v2")
+    _, suffix = freeze_for_finetune(backbone, spec.block_names, 3)
+    groups = block_param_groups(suffix, top_lr=1e-3, decay=0.5)
+    assert [g["lr"] for g in groups] == pytest.approx([0.25e-3, 0.5e-3, 1e-3])
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in suffix.parameters()), "each weight once"
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 3, 15, 40])
