@@ -373,7 +373,7 @@ class UntouchedTrace:
         # With --trace-mix: per epoch, {weight of the fine-tuned model: (held-out loss, held-out
         # acc, untouched acc)} for its weights averaged with the head-only model's.
         self.mix_weights: tuple[float, ...] = ()
-        self.mix_from = 1  # the first epoch scored so
+        self.mix_from = 1  # the first epoch whose averaged weights are scored
         self.mixes: list[dict[float, tuple[float, float, float]]] = []
         self._head_only: dict[str, torch.Tensor] | None = None
 
@@ -421,11 +421,11 @@ class UntouchedTrace:
     ) -> dict[float, tuple[float, float, float]]:
         """Score the weights averaged with the head-only model's (weight-space ensembling, as in
         WiSE-FT); the first call, before fine-tuning, records the head-only weights."""
-        current = copy.deepcopy(runner.model.state_dict())
         if self._head_only is None:
-            self._head_only = current
+            self._head_only = copy.deepcopy(runner.model.state_dict())
         if len(self.rows) - 1 < self.mix_from:
             return {}
+        current = copy.deepcopy(runner.model.state_dict())
         scores = {}
         for weight in self.mix_weights:
             runner.model.load_state_dict(
