@@ -16,7 +16,8 @@ flowers are /work/shared/datasets/flowers-dev (everyday photos: fine-tuning must
 modes) to fit a small CPU budget. --variant runs fine-tuning with one experimental change that
 the product does not make (see VARIANTS); transfer is unchanged by every variant except no-crop.
 The fine-tuning validation curve (held-out accuracy per epoch, epoch 0 being the head-only model)
-is printed for each run, so a collapse after unfreezing shows. --trace also scores every
+is printed for each run, so a collapse after unfreezing shows, and so is the job's log line on
+what it kept (an epoch, an average with the head-only weights, or the transfer model). --trace also scores every
 fine-tuning epoch on the untouched images, so that rules for keeping an epoch can be compared
 afterwards on the same runs; --trace-mix adds, for each settled epoch, the weights averaged with
 the head-only model's (about doubling a run's time).
@@ -53,7 +54,7 @@ from app.engine.context import RunContext  # noqa: E402
 from app.engine.crossval import cross_validate  # noqa: E402
 from app.engine.dataset import Sample, from_folder, scan_folder  # noqa: E402
 from app.engine.embeddings import make_embedder  # noqa: E402
-from app.engine.events import Epoch  # noqa: E402
+from app.engine.events import Epoch, Log  # noqa: E402
 from app.engine.head import Embedded, evaluate_logits, train_head_for  # noqa: E402
 from app.engine.model_zip import evaluate_zip  # noqa: E402
 from app.engine.params import Mode, TrainParams  # noqa: E402
@@ -349,7 +350,7 @@ VARIANTS: dict[str, tuple[dict[str, object], Callable[[], object]]] = {
     "flip-only": ({}, flip_only),
     "all-blocks": ({"unfreeze_blocks": 19}, unchanged),
     "4-blocks": ({"unfreeze_blocks": 4}, unchanged),
-    "8-blocks": ({"unfreeze_blocks": 8}, unchanged),  # the default before 2026-12-02
+    "8-blocks": ({"unfreeze_blocks": 8}, unchanged),  # the default until 2026-12-03
     "decay-0.8": ({}, lambda: block_lr_decay(0.8)),
     "decay-0.9": ({}, lambda: block_lr_decay(0.9)),
     "long-warmup": ({}, long_warmup),
@@ -470,6 +471,7 @@ class Run:
     seconds: float
     curve: list[float] = field(default_factory=list)  # held-out accuracy per fine-tuning epoch
     train_curve: list[float] = field(default_factory=list)  # augmented training accuracy per epoch
+    kept: str = ""  # fine-tuning's log line on what it kept
 
 
 def images_of(folder: Path) -> list[Path]:
@@ -500,7 +502,11 @@ def set_folders(
     """(train, untouched) folders of one set, before capping."""
     if name == "digits":
         train, _, unseen = make_digits_dataset(
-            work / f"digits-{seed}", per_class or 60, 0, seed=seed
+            # Not f"digits-{seed}": that is the run's own folder, which capped_copy creates.
+            work / f"digits-{seed}-source",
+            per_class or 60,
+            0,
+            seed=seed,
         )
         return train, unseen
     root = FLOWERS if name == "flowers" else data / name
@@ -513,10 +519,16 @@ def train_and_score(
     curve: list[float] = []
     train_curve: list[float] = []
 
+    kept: list[str] = []
+
     def note(event: object) -> None:
         if isinstance(event, Epoch) and event.stage == "finetune":
             curve.append(event.val_acc)
             train_curve.append(event.train_acc)
+        if isinstance(event, Log) and (
+            "Kept fine-tuning" in event.message or "transfer-learning model" in event.message
+        ):
+            kept.append(event.message)
 
     started = time.perf_counter()
     data = from_folder(train, seed=params.seed)
@@ -530,7 +542,7 @@ def train_and_score(
     seconds = time.perf_counter() - started
     if params.mode is Mode.FINETUNE:
         curve.insert(0, head_only_accuracy(metadata))
-    run = Run(evaluate_zip(out, untouched)["accuracy"], seconds, curve, train_curve)
+    run = Run(evaluate_zip(out, untouched)["accuracy"], seconds, curve, train_curve, " ".join(kept))
     if TRACE.rows:
         print(
             "trace "
@@ -626,9 +638,9 @@ def main() -> None:
     )
     print(
         "| set | seed | n train / untouched | transfer | fine-tune | gap | s transfer / fine-tune | held-out curve (epoch 0 = head only) "
-        "| training curve |"
+        "| training curve | kept |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     summary: dict[str, tuple[list[float], list[float]]] = {}
     with patches:
         for name in args.sets:
@@ -655,7 +667,7 @@ def main() -> None:
                 print(
                     f"| {name} | {seed} | {n_train} / {n_eval} | {transfer.accuracy:.3f} | {tuned.accuracy:.3f} "
                     f"| {(tuned.accuracy - transfer.accuracy) * 100:+.1f} | {transfer.seconds:.0f} / {tuned.seconds:.0f} "
-                    f"| {' '.join(f'{a:.2f}' for a in tuned.curve)} | {' '.join(f'{a:.2f}' for a in tuned.train_curve)} |",
+                    f"| {' '.join(f'{a:.2f}' for a in tuned.curve)} | {' '.join(f'{a:.2f}' for a in tuned.train_curve)} | {tuned.kept} |",
                     flush=True,
                 )
     print("\n| set | transfer (mean ± half-range) | fine-tune | gap, points |")

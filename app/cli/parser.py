@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=[m.value for m in Mode],
         default=Mode.TRANSFER.value,
-        help="transfer: frozen backbone, new head (fast, little data). finetune: also retrain the last blocks.",
+        help="transfer: frozen backbone, new head (fast, little data). finetune: also retrain the backbone's blocks (all of them by default).",
     )
     train.add_argument("--out", type=Path, required=True, help="Where to write the model zip.")
     train.add_argument("--metrics-out", type=Path, help="Also write the metrics as JSON here.")

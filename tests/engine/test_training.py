@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,15 @@ from app.engine.finetune import (
     FINETUNE_MEMORY_FORMAT,
     FinetuneLoader,
     FinetuneRunner,
+    average_with_head_only,
+    averaged_weights,
     block_param_groups,
     freeze_for_finetune,
     head_only_better,
     settled_from,
     warmup_cosine,
 )
-from app.engine.head import EpochStats, check_finite
+from app.engine.head import EpochStats, check_finite, evaluate_logits
 from app.engine.images import model_input
 from app.engine.network import Classifier, make_head
 from app.engine.params import Mode, TrainParams
@@ -153,7 +156,7 @@ def test_the_head_only_model_is_kept_only_when_fine_tuning_is_worse_on_both_coun
     assert not head_only_better(head_only, EpochStats(loss=0.40, acc=0.90))
 
 
-def test_fine_tuning_that_wrecks_the_backbone_ships_the_head_only_model(
+def test_fine_tuning_that_wrecks_the_backbone_ships_the_transfer_model(
     session_colours: Path, embedder: Embedder
 ) -> None:
     events, sink = collect()
@@ -161,15 +164,97 @@ def test_fine_tuning_that_wrecks_the_backbone_ships_the_head_only_model(
     params = TrainParams(
         mode=Mode.FINETUNE, epochs=2, unfreeze_blocks=19, batch_size=8, seed=2, learning_rate=0.1
     )
-    result = fit(from_folder(session_colours, seed=2), params, RunContext(embedder, on_event=sink))
+    data = from_folder(session_colours, seed=2)
+    result = fit(data, params, RunContext(embedder, on_event=sink))
     tuned = [e for e in events if isinstance(e, Epoch) and e.stage == "finetune"]
     assert max(e.val_acc for e in tuned) <= 0.5, "the premise: fine-tuning went wrong"
     warnings = [e.message for e in events if isinstance(e, Log) and e.level == "warning"]
-    assert any("keeping the head-only model" in w for w in warnings), warnings
-    assert result.metrics.val_accuracy == 1.0
+    assert any("Shipping the transfer-learning model instead" in w for w in warnings), warnings
+    # Transfer learning's model, as a transfer run of the same seed ships it: trained on every
+    # image, its estimate out of fold, the failed fine-tuning still in the history.
+    alone = fit(data, TrainParams(seed=2, learning_rate=0.1), RunContext(embedder))
+    assert result.metrics.n_train == len(data.labelled) == alone.metrics.n_train
+    assert result.metrics.cross_validation is not None
+    assert result.metrics.estimate.method == alone.metrics.estimate.method
+    assert [h["stage"] for h in result.history].count("finetune") == 2
     pretrained = build_backbone("mobilenet_v2").state_dict()
     for name, value in result.model.extractor.state_dict().items():
         assert torch.equal(value, pretrained[name]), name
+
+
+def test_averaged_weights_run_from_the_head_only_to_the_fine_tuned_ones() -> None:
+    head_only = {"w": torch.zeros(3), "bn.num_batches_tracked": torch.tensor(0)}
+    tuned = {"w": torch.tensor([4.0, -8.0, 2.0]), "bn.num_batches_tracked": torch.tensor(7)}
+    assert averaged_weights(head_only, tuned, 0.0)["w"].tolist() == [0.0, 0.0, 0.0]
+    assert averaged_weights(head_only, tuned, 0.25)["w"].tolist() == [1.0, -2.0, 0.5]
+    assert averaged_weights(head_only, tuned, 1.0)["w"].tolist() == [4.0, -8.0, 2.0]
+    assert averaged_weights(head_only, tuned, 0.5)["bn.num_batches_tracked"].item() == 7
+
+
+def average_setup(
+    session_colours: Path,
+) -> tuple[FinetuneRunner, FinetuneLoader, dict[str, torch.Tensor]]:
+    spec = get_spec("mobilenet_v2")
+    data = from_folder(session_colours, seed=5)
+    head = make_head(1280, len(data.labels), torch.Generator().manual_seed(0))
+    model = Classifier(build_backbone("mobilenet_v2").eval(), head)
+    prefix, suffix = freeze_for_finetune(model.extractor, spec.block_names, 2)
+    runner = FinetuneRunner(
+        model, prefix, suffix, torch.device("cpu"), TrainParams(mode=Mode.FINETUNE)
+    )
+    loader = FinetuneLoader(data.val, spec.preprocessing, batch_size=4, train=False)
+    return runner, loader, copy.deepcopy(model.state_dict())
+
+
+def score(
+    runner: FinetuneRunner, loader: FinetuneLoader, state: dict[str, torch.Tensor]
+) -> tuple[EpochStats, torch.Tensor]:
+    runner.model.load_state_dict(state)
+    logits, targets = runner.predict(loader, torch.Generator().manual_seed(0))
+    return evaluate_logits(logits, targets), logits
+
+
+def test_an_average_with_the_head_only_weights_is_kept_where_it_scores_better(
+    session_colours: Path,
+) -> None:
+    runner, loader, start = average_setup(session_colours)
+    # A fine-tuned model whose last block has drifted far: far worse than the head-only one.
+    drifted = copy.deepcopy(start)
+    for name, value in drifted.items():
+        if name.startswith("extractor.features.18") and value.dim() == 4:  # its convolution
+            value.add_(torch.randn(value.shape, generator=torch.Generator().manual_seed(1)))
+    kept_stats, kept_logits = score(runner, loader, drifted)
+    head_only_stats, _ = score(runner, loader, start)
+    assert kept_stats.loss > head_only_stats.loss, "the premise: the drifted model is worse"
+
+    share, stats, (state, logits, targets) = average_with_head_only(
+        runner,
+        loader,
+        torch.Generator().manual_seed(0),
+        start,
+        (drifted, kept_logits, torch.tensor([s.label for s in loader.samples])),
+        kept_stats,
+    )
+    assert share < 1.0
+    assert (stats.acc, -stats.loss) > (kept_stats.acc, -kept_stats.loss)
+    for name, value in averaged_weights(start, drifted, share).items():
+        assert torch.equal(state[name], value), name
+    again, again_logits = score(runner, loader, state)
+    assert again == stats and torch.equal(again_logits, logits)
+    assert targets.tolist() == [s.label for s in loader.samples]
+
+
+def test_the_fine_tuned_weights_stay_when_no_average_scores_strictly_better(
+    session_colours: Path,
+) -> None:
+    runner, loader, start = average_setup(session_colours)
+    stats, logits = score(runner, loader, start)
+    kept = (start, logits, torch.tensor([s.label for s in loader.samples]))
+    # Every average of a model with itself is that model: a tie, which the fine-tuned one wins.
+    share, chosen_stats, chosen = average_with_head_only(
+        runner, loader, torch.Generator().manual_seed(0), start, kept, stats
+    )
+    assert share == 1.0 and chosen_stats == stats and chosen is kept
 
 
 def test_finetune_validation_is_float32_and_reuses_the_frozen_prefix(session_colours: Path) -> None:
