@@ -269,7 +269,10 @@ def fit_finetune(
                 "image, the head fine-tuning started from on the training split only.",
             )
         )
-        fallback = fit_transfer(data, emb, transfer_params(params), run, generator)
+        # Seeded afresh, so that it is the very model a transfer run with these parameters ships.
+        fallback = fit_transfer(
+            data, emb, transfer_params(params), run, seed_everything(params.seed)
+        )
         return replace(fallback, history=history + outcome.history + fallback.history)
     model.to("cpu").to(memory_format=torch.contiguous_format)
     logits, targets = outcome.logits, outcome.targets
