@@ -22,6 +22,18 @@ def improves(
     return (accuracy > best_accuracy) | ((accuracy == best_accuracy) & (loss < best_loss))
 
 
+def beats(accuracy: float, loss: float, best_accuracy: float, best_loss: float) -> bool:
+    """`improves` for one model's scores."""
+    return bool(
+        improves(
+            torch.tensor(accuracy),
+            torch.tensor(loss),
+            torch.tensor(best_accuracy),
+            torch.tensor(best_loss),
+        )
+    )
+
+
 @dataclass
 class BestEpoch:
     """Tracks one model's best epoch and keeps a copy of what it had then (a state dict, outputs)."""
@@ -33,14 +45,7 @@ class BestEpoch:
 
     def offer(self, epoch: int, accuracy: float, loss: float, keep: Any) -> bool:
         """Record this epoch if it is the best so far (a deep copy of `keep` is held); True if it was."""
-        better = bool(
-            improves(
-                torch.tensor(accuracy),
-                torch.tensor(loss),
-                torch.tensor(self.accuracy),
-                torch.tensor(self.loss),
-            )
-        )
+        better = beats(accuracy, loss, self.accuracy, self.loss)
         if better:
             self.accuracy, self.loss, self.epoch = accuracy, loss, epoch
             self.kept = copy.deepcopy(keep)

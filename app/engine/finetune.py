@@ -18,7 +18,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from torch import nn
 
 from app.engine.backbones import FeatureExtractor, get_spec
-from app.engine.best import BestEpoch, improves
+from app.engine.best import BestEpoch, beats
 from app.engine.context import StopCheck
 from app.engine.dataset import Dataset, Sample
 from app.engine.errors import TrainingCancelled
@@ -424,12 +424,7 @@ def average_with_head_only(
         runner.model.load_state_dict(state)
         logits, targets = runner.predict(val_loader, generator)
         stats = evaluate_logits(logits, targets)
-        if improves(
-            torch.tensor(stats.acc),
-            torch.tensor(stats.loss),
-            torch.tensor(chosen_stats.acc),
-            torch.tensor(chosen_stats.loss),
-        ):
+        if beats(stats.acc, stats.loss, chosen_stats.acc, chosen_stats.loss):
             choice, chosen_stats, chosen = share, stats, (state, logits, targets)
     return choice, chosen_stats, chosen
 
